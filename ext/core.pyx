@@ -1,0 +1,19 @@
+# cython: language_level=3
+"""sensor._core: the per-packet hot path, one translation unit.
+
+Stages live in their own .pxi files and are included here so gcc can inline
+across them: source (capture files) -> decode (link, IP, TCP) -> flow (table,
+lifetimes) -> stream (TCP reassembly) -> http1 (parser) -> txn (the first
+Python object, one per exchange), driven by engine.
+"""
+from libc.stdint cimport int8_t, uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t
+from libc.stdlib cimport malloc, calloc, realloc, free
+from libc.string cimport memcpy, memcmp, memset, memmove
+
+include "source.pxi"
+include "decode.pxi"
+include "txn.pxi"
+include "http1.pxi"
+include "stream.pxi"
+include "flow.pxi"
+include "engine.pxi"

@@ -1,0 +1,216 @@
+# stream: per-direction TCP reassembly.
+#
+# In-order bytes go straight from the capture buffer to the parser (no copy).
+# Only out-of-order data is copied, into a sorted list bounded per direction
+# and by the global memory budget. Sequence numbers are compared modulo 2^32.
+# Where bytes were never captured the parser gets an explicit gap event.
+
+cdef struct Seg:                # out-of-order bytes waiting for the hole before them
+    Seg* next
+    uint32_t seq
+    uint32_t len                # bytes held
+    uint32_t wlen               # bytes on the wire (more than len when snaplen cut them)
+    int64_t ts
+    uint8_t data[1]
+
+cdef struct Half:               # one direction of a connection
+    uint32_t isn
+    uint32_t next_seq           # next byte the parser expects
+    uint32_t fin_seq
+    uint8_t seq_known
+    uint8_t fin
+    uint8_t eof                 # end of stream delivered to the parser
+    Seg* ooo
+    uint32_t ooo_bytes
+    H1 h1
+
+cdef inline int32_t sdiff(uint32_t a, uint32_t b) noexcept nogil:
+    return <int32_t>(a - b)
+
+
+# Hands bytes / gaps to the application layer of this flow.
+cdef inline void app_data(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n, int64_t ts):
+    if n:
+        h1_data(eng, f, d, p, n, ts)
+
+cdef inline void app_gap(Engine eng, Flow* f, int d, uint64_t n):
+    eng.gaps += 1
+    eng.gap_bytes += n
+    h1_gap(eng, f, d, n)
+
+
+cdef void seg_free_all(Engine eng, Half* h) noexcept:
+    cdef Seg* s = h.ooo
+    cdef Seg* nx
+    while s != NULL:
+        nx = s.next
+        eng.mem -= sizeof(Seg) + s.len
+        free(s)
+        s = nx
+    h.ooo = NULL
+    h.ooo_bytes = 0
+
+cdef Seg* seg_new(Engine eng, uint32_t seq, const uint8_t* p, uint32_t n, uint32_t wlen, int64_t ts) noexcept:
+    cdef Seg* s = <Seg*>malloc(sizeof(Seg) + n)
+    if s == NULL:
+        return NULL
+    s.next = NULL
+    s.seq = seq
+    s.len = n
+    s.wlen = wlen
+    s.ts = ts
+    memcpy(s.data, p, n)
+    eng.mem += sizeof(Seg) + n
+    return s
+
+# Queues [seq, seq+n) ahead of the hole. Data already queued wins (first copy
+# wins, as in the receiver's socket buffer); differing overlaps are counted.
+cdef void ooo_insert(Engine eng, Half* h, uint32_t seq, const uint8_t* p, uint32_t n,
+                     uint32_t wlen, int64_t ts) noexcept:
+    cdef Seg** link = &h.ooo
+    cdef Seg* cur
+    cdef Seg* s
+    cdef uint32_t a = seq, b = seq + n, lo, hi
+    eng.ooo_segments += 1
+    if n < wlen and h.ooo == NULL:
+        s = seg_new(eng, seq, p, n, wlen, ts)
+        if s != NULL:
+            h.ooo = s
+            h.ooo_bytes += n
+        return
+    while sdiff(b, a) > 0:
+        cur = link[0]
+        if cur == NULL or sdiff(cur.seq, a) > 0:
+            # free space before `cur` (or at the end): [a, min(b, cur.seq))
+            hi = b if cur == NULL or sdiff(b, cur.seq) <= 0 else cur.seq
+            s = seg_new(eng, a, p + (a - seq), hi - a, hi - a, ts)
+            if s == NULL:
+                return
+            s.next = cur
+            link[0] = s
+            h.ooo_bytes += hi - a
+            link = &s.next
+            a = hi
+            continue
+        if sdiff(cur.seq + cur.len, a) > 0:
+            # overlap with queued data: compare, keep the queued copy
+            hi = b if sdiff(b, cur.seq + cur.len) <= 0 else cur.seq + cur.len
+            eng.overlaps += 1
+            if memcmp(cur.data + (a - cur.seq), p + (a - seq), hi - a) != 0:
+                eng.overlaps_diff += 1
+            a = hi
+        link = &cur.next
+
+# Delivers queued segments that the parser can now take.
+cdef void ooo_drain(Engine eng, Flow* f, int d):
+    cdef Half* h = &f.half[d]
+    cdef Seg* s
+    cdef uint32_t off
+    while h.ooo != NULL and sdiff(h.ooo.seq, h.next_seq) <= 0:
+        s = h.ooo
+        h.ooo = s.next
+        h.ooo_bytes -= s.len
+        off = h.next_seq - s.seq
+        if off < s.wlen:
+            if off < s.len:
+                app_data(eng, f, d, s.data + off, s.len - off, s.ts)
+            if s.wlen > s.len:
+                app_gap(eng, f, d, s.wlen - (off if off > s.len else s.len))
+            h.next_seq = s.seq + s.wlen
+        eng.mem -= sizeof(Seg) + s.len
+        free(s)
+    if h.fin and not h.eof and h.next_seq == h.fin_seq:
+        h.eof = 1
+        h1_eof(eng, f, d, True)
+
+# Skips the hole in front of the first queued segment (declares it lost).
+cdef void ooo_skip_hole(Engine eng, Flow* f, int d):
+    cdef Half* h = &f.half[d]
+    if h.ooo == NULL:
+        return
+    app_gap(eng, f, d, h.ooo.seq - h.next_seq)
+    h.next_seq = h.ooo.seq
+    ooo_drain(eng, f, d)
+
+# The peer acknowledged `ack`: bytes below it that we never saw are lost to
+# the capture (the sender will not repeat what the receiver confirmed).
+cdef void stream_ack(Engine eng, Flow* f, int d, uint32_t ack):
+    cdef Half* h = &f.half[d]
+    if not h.seq_known or sdiff(ack, h.next_seq) <= 0:
+        return
+    if h.ooo != NULL:
+        if sdiff(ack, h.ooo.seq) >= 0:
+            ooo_skip_hole(eng, f, d)
+    elif h.fin and not h.eof and sdiff(ack, h.fin_seq) > 0:
+        app_gap(eng, f, d, h.fin_seq - h.next_seq)
+        h.next_seq = h.fin_seq
+        h.eof = 1
+        h1_eof(eng, f, d, True)
+
+# One TCP segment of direction d.
+cdef void stream_segment(Engine eng, Flow* f, int d, Segment* s):
+    cdef Half* h = &f.half[d]
+    cdef uint32_t seq = s.seq
+    cdef const uint8_t* p = s.payload
+    cdef uint32_t n = s.caplen, w = s.wirelen, off
+    cdef int32_t rel
+    cdef uint32_t end = seq + (1 if s.flags & TH_SYN else 0) + w    # where a FIN would sit
+    if s.flags & TH_ACK:
+        stream_ack(eng, f, 1 - d, s.ack)
+    if s.flags & TH_SYN:
+        if not h.seq_known:
+            h.isn = seq
+            h.next_seq = seq + 1
+            h.seq_known = 1
+        seq += 1
+    if w:
+        if not h.seq_known:
+            h.next_seq = seq        # joined mid-stream
+            h.seq_known = 1
+        if h.h1.state == H1_OFF:
+            h.next_seq = seq + w if sdiff(seq + w, h.next_seq) > 0 else h.next_seq
+        else:
+            rel = sdiff(seq, h.next_seq)
+            if rel < 0:
+                if rel + <int64_t>w <= 0:
+                    eng.retransmissions += 1       # nothing new (incl. keep-alive probes)
+                    w = 0
+                else:
+                    off = <uint32_t>(-rel)
+                    eng.overlaps += 1
+                    p += off if off < n else n
+                    n = n - off if off < n else 0
+                    w -= off
+                    seq = h.next_seq
+                    rel = 0
+            if w and rel > 0:
+                ooo_insert(eng, h, seq, p, n, w, s.ts)
+                if h.ooo_bytes > eng.ooo_cap:
+                    eng.ooo_overflows += 1
+                    ooo_skip_hole(eng, f, d)
+            elif w:
+                h.next_seq = seq + w
+                app_data(eng, f, d, p, n, s.ts)
+                if w > n:
+                    app_gap(eng, f, d, w - n)       # snaplen cut the segment
+                if h.ooo != NULL:
+                    ooo_drain(eng, f, d)
+    if s.flags & TH_FIN and not h.fin and h.seq_known:
+        h.fin = 1
+        h.fin_seq = end
+        if h.ooo == NULL and h.next_seq == h.fin_seq and not h.eof:
+            h.eof = 1
+            h1_eof(eng, f, d, True)
+
+# Flow end: deliver whatever is queued (declaring the holes) and close both
+# directions.
+cdef void stream_finish(Engine eng, Flow* f):
+    cdef int d
+    for d in range(2):
+        while f.half[d].ooo != NULL:
+            ooo_skip_hole(eng, f, d)
+    for d in range(2):
+        if not f.half[d].eof:
+            f.half[d].eof = 1
+            h1_eof(eng, f, d, False)
+        seg_free_all(eng, &f.half[d])

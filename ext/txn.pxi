@@ -1,0 +1,46 @@
+# transaction: the first Python object of the pipeline, one per HTTP exchange.
+#
+# The HTTP/1 parser fills a Txn as the request and response heads complete and
+# hands it to the engine's output list once both halves are done (or can never
+# be: flow end, eviction). sensor/records.py turns it into a record.
+
+from cpython.ref cimport PyObject, Py_INCREF, Py_XDECREF
+
+# completeness flags (bit values; names in FLAG_NAMES order)
+cdef enum TxnFlag:
+    TF_NO_REQUEST = 1
+    TF_NO_RESPONSE = 2
+    TF_REQUEST_GAP = 4
+    TF_RESPONSE_GAP = 8
+    TF_REQUEST_TRUNCATED = 16
+    TF_RESPONSE_TRUNCATED = 32
+    TF_MIDSTREAM = 64
+    TF_EVICTED = 128
+
+FLAG_NAMES = ("no_request", "no_response", "request_gap", "response_gap",
+              "request_truncated", "response_truncated", "midstream", "evicted")
+
+
+cdef class Txn:
+    # request side
+    cdef public object method, target, version, host, user_agent
+    cdef public object req_content_type, req_content_encoding, req_headers
+    # response side
+    cdef public object status, resp_version, resp_content_type, resp_content_encoding
+    cdef public object resp_headers, interim
+    cdef public object protocol_switch
+    # connection
+    cdef public object client_addr, server_addr, community_id
+    cdef public int client_port, server_port
+    cdef public uint64_t flow_id
+    # timing (packet time, ns) and sizes
+    cdef public int64_t req_start, req_end, resp_start, resp_end
+    cdef public int64_t req_body, req_wire, resp_body, resp_wire
+    cdef public uint32_t flags
+    # parser bookkeeping
+    cdef bint req_done, resp_done, emitted
+    cdef bint wants_upgrade, is_connect, is_head
+
+    @property
+    def completeness(self):
+        return [n for i, n in enumerate(FLAG_NAMES) if self.flags & (1 << i)]

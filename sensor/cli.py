@@ -1,0 +1,110 @@
+"""Command line: `sensor replay` (and, later, `sensor capture`)."""
+import os
+import sys
+
+import click
+
+from . import __version__
+
+
+def _human(n):
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1000 or unit == "GB":
+            return "%.1f %s" % (n, unit) if unit != "B" else "%d B" % n
+        n /= 1000.0
+
+
+class _Progress:
+    """A one-line progress bar on stderr, only when it is a terminal."""
+
+    def __init__(self):
+        self.shown = False
+
+    def __call__(self, reader):
+        size = reader.file_size or 1
+        frac = min(1.0, reader.file_pos / size)
+        bar = "#" * int(frac * 30)
+        sys.stderr.write("\r[%-30s] %3d%%  %s  %d packets" % (
+            bar, frac * 100, os.path.basename(reader.path), reader.packets))
+        sys.stderr.flush()
+        self.shown = True
+
+    def done(self):
+        if self.shown:
+            sys.stderr.write("\r" + " " * 79 + "\r")
+
+
+def _summary(res, records):
+    s = res.stats
+    rate = s["packets"] / res.elapsed if res.elapsed else 0.0
+    anomalies = sum(s["http_anomalies"].values())
+    not_decoded = sum(v for k, v in s["packets_not_decoded"].items() if k != "ip_fragment_held")
+    lines = ["sensor: %d packets (%s), %d flows, %d transactions, %d records, %d gaps, "
+             "%d anomalies, %d packets not decoded in %.2f s (%.0f packets/s, %s/s)" % (
+                 s["packets"], _human(s["bytes"]), s["flows"], s["transactions"], records,
+                 s["gaps"], anomalies, not_decoded, res.elapsed, rate,
+                 _human(s["bytes"] / res.elapsed if res.elapsed else 0))]
+    detail = dict(s["http_anomalies"])
+    detail.update(s["packets_not_decoded"])
+    for k in ("flows_evicted", "flows_timed_out", "reassembly_overflows", "overlaps_with_different_data"):
+        if s[k]:
+            detail[k] = s[k]
+    if detail:
+        lines.append("  " + ", ".join("%s %d" % kv for kv in sorted(detail.items())))
+    return "\n".join(lines)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sensor")
+def main():
+    """Passive API traffic sensor: one record per HTTP transaction, from
+    capture files (and, later, live interfaces). Records carry names, types and
+    sizes, never header, query or body values."""
+
+
+@main.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
+@click.option("-o", "--output", default="-", show_default=True,
+              help="Where records go: a file path, or - for stdout.")
+@click.option("--format", "fmt", type=click.Choice(["msgpack", "jsonl"]), default="msgpack",
+              show_default=True, help="msgpack stream (for collectors) or JSON Lines (for humans, jq).")
+@click.option("--raw-targets", is_flag=True,
+              help="Also record the raw request-target with its query string (url.target). "
+                   "Opt-in for analysts who already hold the capture: query values then leave the sensor.")
+@click.option("--memory-budget", type=click.IntRange(16, None), default=256, show_default=True,
+              help="MiB for flow state and reassembly; beyond it the oldest flows are evicted (counted).")
+@click.option("--idle-timeout", type=click.FloatRange(1, None), default=300.0, show_default=True,
+              help="Seconds of packet time after which a silent connection is closed.")
+@click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
+def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, quiet):
+    """Read pcap/pcapng captures (optionally gzip-compressed) and write one
+    record per HTTP transaction.
+
+    \b
+    Examples:
+      sensor replay capture.pcap --format jsonl | jq .
+      sensor replay day1.pcap.gz day2.pcap.gz -o records.msgpack
+    """
+    from .pipeline import replay as run_replay
+    from .sinks import RecordWriter
+
+    try:
+        writer = RecordWriter(output, fmt)
+    except OSError as e:
+        raise click.ClickException("cannot write %s: %s" % (output, e.strerror))
+    progress = _Progress() if sys.stderr.isatty() and not quiet else None
+    try:
+        res = run_replay(files, writer, raw_targets=raw_targets, progress=progress,
+                         memory_budget=memory_budget << 20, idle_timeout=idle_timeout)
+    finally:
+        writer.close()
+        if progress:
+            progress.done()
+    for w in res.warnings:
+        click.echo("sensor: warning: " + w, err=True)
+    for e in res.errors:
+        click.echo("sensor: error: " + e, err=True)
+    if not quiet:
+        click.echo(_summary(res, writer.count), err=True)
+    if res.errors:
+        sys.exit(1)
