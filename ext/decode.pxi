@@ -34,6 +34,8 @@ cdef enum:
     N_PPP = 5           # 2-byte PPP protocol field
     N_MPLS = 6
     N_80211 = 7
+    N_UDP = 8           # tunnels over UDP: VXLAN, Geneve, GRE-in-UDP
+    N_GRE = 9           # GRE: plain, TEB, ERSPAN I/II/III
 
 cdef enum:
     MAX_LAYERS = 16     # bound on nested headers so crafted packets cannot loop
@@ -223,6 +225,17 @@ cdef const uint8_t* frag_add(FragTable* t, uint8_t ipver, const uint8_t* src, co
 
 
 # ---------------------------------------------------------------- the decode loop
+cdef inline int ip_next(uint8_t proto) noexcept nogil:
+    if proto == 4:
+        return N_IPV4
+    if proto == 41:
+        return N_IPV6
+    if proto == 17:
+        return N_UDP
+    if proto == 47:
+        return N_GRE
+    return -1
+
 cdef struct DecodeCtx:
     FragTable frags
     uint64_t skipped[<int>SK_COUNT]
@@ -389,8 +402,12 @@ cdef int decode_packet(DecodeCtx* dc, const uint8_t* p, uint32_t caplen, uint32_
             if p + 2 > end:
                 dc.skipped[<int>SK_TRUNC_LINK] += 1
                 return 0
-            ppp = rd16(p)
-            p += 2
+            if p[0] & 1:                # protocol field compression: one byte
+                ppp = p[0]
+                p += 1
+            else:
+                ppp = rd16(p)
+                p += 2
             if ppp == 0x0021:
                 nxt = N_IPV4
             elif ppp == 0x0057:
@@ -420,6 +437,58 @@ cdef int decode_packet(DecodeCtx* dc, const uint8_t* p, uint32_t caplen, uint32_
             etype = rd16(p + 6)         # LLC/SNAP
             p += 8
             nxt = N_ETHERTYPE
+        elif nxt == N_UDP:
+            if p + 8 > end:
+                dc.skipped[<int>SK_NOT_TCP] += 1
+                return 0
+            x = rd16(p + 2)
+            p += 8
+            if x == 4789 and p + 8 <= end:              # VXLAN
+                seg.ctx = seg.ctx * 31 + (rd32(p + 4) >> 8) + 1
+                p += 8
+                nxt = N_ETHER
+            elif x == 6081 and p + 8 <= end:            # Geneve, options skipped
+                etype = rd16(p + 2)
+                seg.ctx = seg.ctx * 31 + (rd32(p + 4) >> 8) + 1
+                p += 8 + (p[0] & 0x3F) * 4
+                nxt = N_ETHER if etype == 0x6558 else N_ETHERTYPE
+            elif x == 4754:                             # GRE-in-UDP
+                nxt = N_GRE
+            else:
+                dc.skipped[<int>SK_NOT_TCP] += 1
+                return 0
+        elif nxt == N_GRE:
+            if p + 4 > end:
+                dc.skipped[<int>SK_TRUNC_LINK] += 1
+                return 0
+            fc = rd16(p)
+            etype = rd16(p + 2)
+            hl = 4 + (4 if fc & 0x8000 else 0) + (4 if fc & 0x2000 else 0) + (4 if fc & 0x1000 else 0)
+            if fc & 7:                                  # only GRE version 0
+                dc.skipped[<int>SK_NOT_IP] += 1
+                return 0
+            if fc & 0x2000 and p + 8 + (4 if fc & 0x8000 else 0) <= end:
+                seg.ctx = seg.ctx * 31 + rd32(p + 4 + (4 if fc & 0x8000 else 0)) + 1   # GRE key
+            p += hl
+            if etype == 0x88BE:
+                if fc & 0x1000:                         # ERSPAN II (type I has no header)
+                    if p + 8 > end:
+                        dc.skipped[<int>SK_TRUNC_LINK] += 1
+                        return 0
+                    seg.ctx = seg.ctx * 31 + (rd16(p + 2) & 0x3FF) + 1
+                    p += 8
+                nxt = N_ETHER
+            elif etype == 0x22EB:                       # ERSPAN III, optional platform sub-header
+                if p + 12 > end:
+                    dc.skipped[<int>SK_TRUNC_LINK] += 1
+                    return 0
+                seg.ctx = seg.ctx * 31 + (rd16(p + 2) & 0x3FF) + 1
+                p += 20 if p[11] & 1 else 12
+                nxt = N_ETHER
+            elif etype == 0x6558:
+                nxt = N_ETHER
+            else:
+                nxt = N_ETHERTYPE
         elif nxt == N_IP:
             if p >= end:
                 dc.skipped[<int>SK_TRUNC_IP] += 1
@@ -468,11 +537,8 @@ cdef int decode_packet(DecodeCtx* dc, const uint8_t* p, uint32_t caplen, uint32_
             ip_end_wire = l4wire
             if proto == 6:
                 break
-            elif proto == 4:
-                nxt = N_IPV4
-            elif proto == 41:
-                nxt = N_IPV6
-            else:
+            nxt = ip_next(proto)
+            if nxt < 0:
                 dc.skipped[<int>SK_NOT_TCP] += 1
                 return 0
         elif nxt == N_IPV6:
@@ -534,11 +600,8 @@ cdef int decode_packet(DecodeCtx* dc, const uint8_t* p, uint32_t caplen, uint32_
             ip_end_wire = l4wire
             if proto == 6:
                 break
-            elif proto == 4:
-                nxt = N_IPV4
-            elif proto == 41:
-                nxt = N_IPV6
-            else:
+            nxt = ip_next(proto)
+            if nxt < 0:
                 dc.skipped[<int>SK_NOT_TCP] += 1
                 return 0
 

@@ -113,8 +113,8 @@ cdef int classify_line(const uint8_t* p, uint32_t n, bint strict) noexcept nogil
         return SL_NONE
     while t1 < n and p[t1] == b' ':
         t1 += 1
-    if is_version(p + t1, n - t1) and (not strict or p[t1 + 5] == b'1'):
-        return SL_REQUEST
+    if is_version(p + t1, n - t1) and (p[t1 + 5] == b'1' or not strict and p[t1 + 5] == b'0'):
+        return SL_REQUEST           # (HTTP/2's preface "PRI * HTTP/2.0" is not one)
     return SL_NONE
 
 # Is p[:n] (possibly an incomplete line) plausibly the start of a message?
