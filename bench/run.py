@@ -53,30 +53,43 @@ def ensure_capture(path, size, generate):
 
 
 def measure(cmd, cpu):
-    """Run cmd once as a fresh child pinned to one core: wall seconds, CPU seconds, peak RSS (KiB), stdout, stderr."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    """Run cmd once as a fresh process pinned to one core: wall s, CPU s, peak RSS (KiB), stdout, stderr.
+
+    Peak RSS comes from GNU time rather than our own wait4(): a child forked from this
+    Python process inherits its ~20 MB high-water mark, one forked from `time` does not.
+    """
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
+            tempfile.NamedTemporaryFile("r") as rss:
         t0 = time.perf_counter()
-        p = subprocess.Popen(["taskset", "-c", str(cpu), *cmd], stdout=out, stderr=err)
-        _, status, ru = os.wait4(p.pid, 0)   # this child's own rusage, not the sum over earlier runs
+        p = subprocess.Popen(["taskset", "-c", str(cpu), "/usr/bin/time", "-f", "%M", "-o", rss.name, *cmd],
+                             stdout=out, stderr=err)
+        _, status, ru = os.wait4(p.pid, 0)
         wall = time.perf_counter() - t0
         p.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
-    if p.returncode:
-        sys.exit(f"run.py: {shlex.join(cmd)} exited {p.returncode}:\n{stderr[-2000:]}")
-    return wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss, stdout, stderr
+        if p.returncode:
+            sys.exit(f"run.py: {shlex.join(cmd)} exited {p.returncode}:\n{stderr[-2000:]}")
+        return wall, ru.ru_utime + ru.ru_stime, int(rss.read().split()[-1]), stdout, stderr
 
 
-def bench(name, cmd, runs, cpu):
-    """Best wall time of `runs` runs; peak RSS is the largest seen (conservative)."""
-    results = []
-    for i in range(runs):
-        results.append(measure(cmd, cpu))
-        log(f"{name} run {i + 1}/{runs}: {results[-1][0]:.3f} s, peak RSS {results[-1][2] / 1024:.1f} MiB")
-    wall, cpu_s, _, stdout, stderr = min(results, key=lambda r: r[0])
-    return {"name": name, "cmd": cmd, "runs": runs, "wall": wall, "cpu": cpu_s,
-            "rss_kib": max(r[2] for r in results), "stdout": stdout, "stderr": stderr}
+def bench(readers, cpu):
+    """readers: [(name, cmd, runs)]. Runs go round-robin, so load from elsewhere on the machine hits
+    every reader alike. Per reader: the best wall time, and the largest peak RSS (conservative)."""
+    results = {name: [] for name, _, _ in readers}
+    for i in range(max(runs for _, _, runs in readers)):
+        for name, cmd, runs in readers:
+            if i < runs:
+                r = measure(cmd, cpu)
+                results[name].append(r)
+                log(f"{name} run {i + 1}/{runs}: {r[0]:.3f} s, peak RSS {r[2] / 1024:.1f} MiB")
+    best = {}
+    for name, rs in results.items():
+        wall, cpu_s, _, stdout, stderr = min(rs, key=lambda r: r[0])
+        best[name] = {"runs": len(rs), "wall": wall, "cpu": cpu_s, "rss_kib": max(r[2] for r in rs),
+                      "stdout": stdout, "stderr": stderr}
+    return best
 
 
 def count_records(path):
@@ -111,7 +124,8 @@ def machine():
     return (f"{cpu.group(1) if cpu else platform.processor()}, {os.cpu_count()} cores, "
             f"{int(mem.group(1)) / 2**20:.0f} GiB RAM; Linux {platform.release()}; "
             f"Python {platform.python_version()}, dpkt {dpkt.__version__}, "
-            f"msgpack {'.'.join(map(str, msgpack.version))}; {first_line(['cc', '--version'])}")
+            f"msgpack {'.'.join(map(str, msgpack.version))}; {first_line(['cc', '--version'])}; "
+            f"1-min load average when the run ended: {os.getloadavg()[0]:.2f}")
 
 
 def command_line():
@@ -123,6 +137,11 @@ def ground_truth(manifest):
     rwr = manifest["requests_with_response"]
     return {"1.x": rwr["http1"], "2": rwr["http2"] + manifest["client_errors"],
             "total": rwr["total"] + manifest["client_errors"]}
+
+
+def sensor_desc(args):
+    desc = f"`{args.sensor}` ({first_line([args.sensor, '--version'])})"
+    return f"{desc}, {args.sensor_label}" if args.sensor_label else desc
 
 
 def mib(kib):
@@ -211,23 +230,20 @@ def run_throughput(args, tmp):
     capture = args.capture
     manifest = ensure_capture(capture, "full", args.generate)
     size = os.path.getsize(capture)
-    cw = bench("cwalk", [build_cwalk(tmp), capture], args.runs, args.cpu)
-    packets = json.loads(cw["stdout"])["packets"]
-
-    out = os.path.join(tmp, "dpkt.msgpack")
-    dp = bench("dpkt", [sys.executable, str(BENCH / "dpkt_pipeline.py"), capture, "-o", out],
-               args.dpkt_runs or args.runs, args.cpu)
-    dp["summary"] = json.loads(dp["stdout"])
-    dp["versions"] = count_records(out)
-    dp["transactions"] = sum(dp["versions"].values())
-
-    se = None
+    dpkt_out, sensor_out = os.path.join(tmp, "dpkt.msgpack"), os.path.join(tmp, "sensor.msgpack")
+    readers = [("cwalk", [build_cwalk(tmp), capture], args.runs),
+               ("dpkt", [sys.executable, str(BENCH / "dpkt_pipeline.py"), capture, "-o", dpkt_out],
+                args.dpkt_runs or args.runs)]
     if not args.no_sensor:
-        out = os.path.join(tmp, "sensor.msgpack")
-        se = bench("sensor", [args.sensor, "replay", capture, "-o", out], args.runs, args.cpu)
-        se["versions"] = count_records(out)
-        se["transactions"] = sum(se["versions"].values())
-        os.remove(out)
+        readers.append(("sensor", [args.sensor, "replay", capture, "-o", sensor_out], args.runs))
+    res = bench(readers, args.cpu)
+    cw, dp, se = res["cwalk"], res["dpkt"], res.get("sensor")
+    packets = json.loads(cw["stdout"])["packets"]
+    dp["summary"] = json.loads(dp["stdout"])
+    for r, out in ((dp, dpkt_out), (se, sensor_out)):
+        if r:
+            r["versions"] = count_records(out)
+            r["transactions"] = sum(r["versions"].values())
 
     lines = [
         f"Measured {datetime.date.today()} with:\n",
@@ -235,10 +251,11 @@ def run_throughput(args, tmp):
         f"- machine: {machine()}",
         f"- capture: `{capture}`, {size:,} bytes, {packets:,} packets"
         + (f", {manifest['rounds']} rounds, seed {manifest['seed']}" if manifest else ""),
-        f"- sensor: `{args.sensor}` ({first_line([args.sensor, '--version'])})" if se else "- sensor: not measured",
+        f"- sensor: {sensor_desc(args)}" if se else "- sensor: not measured",
         f"- each run is a fresh process pinned to core {args.cpu} (`taskset -c {args.cpu}`) reading the capture from "
-        "the page cache; wall time is the best run, peak RSS (`ru_maxrss` from `wait4`) the largest; MB/s is capture "
-        "bytes (10^6) per wall second, packets/s all packets in the file per wall second",
+        "the page cache, the readers taking turns run by run; wall time is the best run, peak RSS (GNU `time -f %M`) the largest; MB/s is capture "
+        "bytes (10^6) per wall second, packets/s all packets in the file per wall second; CPU s close to "
+        "wall s says the best run was not slowed by other work on the machine",
         "",
         "| reader | runs | wall s | CPU s | packets/s | MB/s | transactions | transactions/s | peak RSS |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
@@ -262,8 +279,9 @@ def run_throughput(args, tmp):
         gt = ground_truth(manifest)
         lines.append(f"| ground truth | {gt['1.x']:,} | {gt['2']:,} | {gt['total']:,} |")
     s = dp["summary"]
-    lines.append(f"| dpkt pipeline | {dp['versions']['1.x']:,} | not parsed "
-                 f"({s['h2_connections_not_parsed']:,} connections) | {dp['transactions']:,} |")
+    h2 = (f"not parsed ({s['h2_connections_not_parsed']:,} connections)" if s["h2_connections_not_parsed"]
+          else f"{dp['versions']['2']:,}")
+    lines.append(f"| dpkt pipeline | {dp['versions']['1.x']:,} | {h2} | {dp['transactions']:,} |")
     if se:
         v = se["versions"]
         lines.append(f"| sensor | {v['1.x']:,} | {v['2']:,} | {se['transactions']:,}"
@@ -281,25 +299,24 @@ def run_rss(args, tmp):
     if args.no_sensor:
         sys.exit("run.py: --rss-scaling measures the sensor; drop --no-sensor")
     cwalk = build_cwalk(tmp)
-    out = os.path.join(tmp, "sensor.msgpack")
-    rows = []
+    readers, rows = [], []
     for capture, gen_size in ((args.capture, "full"), (args.rss_scaling, "1000")):
         ensure_capture(capture, gen_size, args.generate)
-        packets = json.loads(measure([cwalk, capture], args.cpu)[3])["packets"]
-        r = bench(f"sensor {os.path.basename(capture)}", [args.sensor, "replay", capture, "-o", out],
-                  args.runs, args.cpu)
-        r.update(capture=capture, size=os.path.getsize(capture), packets=packets,
-                 transactions=sum(count_records(out).values()))
-        os.remove(out)
-        rows.append(r)
+        out = os.path.join(tmp, f"sensor{len(rows)}.msgpack")
+        readers.append((capture, [args.sensor, "replay", capture, "-o", out], args.runs))
+        rows.append({"capture": capture, "size": os.path.getsize(capture), "out": out,
+                     "packets": json.loads(measure([cwalk, capture], args.cpu)[3])["packets"]})
+    res = bench(readers, args.cpu)
+    for r in rows:
+        r.update(res[r["capture"]], transactions=sum(count_records(r["out"]).values()))
     small, big = rows
     ratio = big["rss_kib"] / small["rss_kib"]
     lines = [
         f"Measured {datetime.date.today()} with:\n",
         f"```sh\n{command_line()}\n```\n",
         f"- machine: {machine()}",
-        f"- sensor: `{args.sensor}` ({first_line([args.sensor, '--version'])}), pinned to core {args.cpu}; "
-        "peak RSS is the largest `ru_maxrss` over the runs",
+        f"- sensor: {sensor_desc(args)}, pinned to core {args.cpu}; "
+        "peak RSS is the largest GNU `time -f %M` over the runs",
         "",
         "| capture | bytes | packets | transactions | wall s (best) | peak RSS |",
         "|---|---:|---:|---:|---:|---:|",
@@ -318,6 +335,7 @@ def main():
     ap.add_argument("--capture", default=DEFAULT_CAPTURE, help=f"default {DEFAULT_CAPTURE}")
     ap.add_argument("--generate", action="store_true", help="run make-traffic.sh for a missing capture (root)")
     ap.add_argument("--sensor", default="sensor", help="sensor executable (default: sensor on PATH)")
+    ap.add_argument("--sensor-label", help="which sensor build this is (e.g. its commit), shown on the page")
     ap.add_argument("--no-sensor", action="store_true", help="measure the baselines only")
     ap.add_argument("--runs", type=int, default=3, help="runs per reader, best wall time wins (default 3)")
     ap.add_argument("--dpkt-runs", type=int, help="runs of the dpkt pipeline (default: --runs)")

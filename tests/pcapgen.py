@@ -37,12 +37,12 @@ class Seg(NamedTuple):
 
 
 def split(data, seg):
-    """Cut data into pieces: seg is None (one piece, or MSS-sized), a max
-    size (int), or a list of sizes (the remainder becomes the last piece)."""
+    """Cut data into pieces: seg is a max size (int; None means MSS) or a
+    list of sizes (the remainder becomes the last piece)."""
     if seg is None:
         seg = MSS
     if isinstance(seg, int):
-        return [data[i:i + seg] for i in range(0, len(data), seg)] or [b""]
+        return [data[i:i + seg] for i in range(0, len(data), seg)]
     out, i = [], 0
     for n in seg:
         out.append(data[i:i + n])
@@ -72,12 +72,9 @@ class Conv:
     def next_rel(self, side):
         return self.sent[side] + self.fin_sent[side]
 
-    def packet(self, side, payload=b"", flags="PA", rel=None, seq=None,
-               window=65535, at=None):
+    def packet(self, side, payload=b"", flags="PA", rel=None, seq=None, window=65535):
         """Emit one raw packet from `side` without touching stream state.
         Position it by `rel` (default: next unsent byte) or absolute `seq`."""
-        if at is not None:
-            self.t = at
         (src, sport), (dst, dport) = self.ep[side], self.ep[self.peer(side)]
         if seq is None:
             seq = self.seq(side, self.next_rel(side) if rel is None else rel)
@@ -98,11 +95,11 @@ class Conv:
         self.packet("server", flags="SA", seq=self.isn["server"])
         self.packet("client", flags="A")
 
-    def send(self, side, data, seg=None, order=None, ack=True, at=None):
-        """Send data from side, cut by `seg` (see split). `order` lists the
-        piece indices in capture order: repeat an index to retransmit it,
-        leave one out to lose it from the capture. Then the peer ACKs all of
-        it (unless ack=False). Returns the timestamps of the data packets."""
+    def send(self, side, data, seg=None, order=None, at=None):
+        """Send data from side at time `at` (default: the clock), cut by `seg`
+        (see split). `order` lists the piece indices in capture order: repeat
+        an index to retransmit it, leave one out to lose it from the capture.
+        Then the peer ACKs all of it. Returns the data packets' timestamps."""
         if at is not None:
             self.t = at
         pieces = split(data, seg)
@@ -110,8 +107,7 @@ class Conv:
         self.sent[side] += len(data)  # the peer got everything: ACKs cover drops
         ts = [self.packet(side, pieces[i], rel=offs[i]).ts
               for i in (range(len(pieces)) if order is None else order)]
-        if ack:
-            self.packet(self.peer(side), flags="A")
+        self.packet(self.peer(side), flags="A")
         return ts
 
     def send_client(self, data, **kw):

@@ -1,4 +1,6 @@
 """TCP reassembly edge cases (RFC 9293), observed through `sensor replay` records."""
+import re
+
 import pytest
 
 from pcapgen import T0, Conv, community_id, flags, request, response, subset, write
@@ -72,20 +74,26 @@ def test_exact_retransmissions_make_no_duplicates(replay):
 def test_overlap_with_different_data_first_copy_wins(replay):
     c = Conv()
     c.handshake()
-    # Same sequence range sent twice with different bytes: the first copy stays.
-    first, second = request("/aaaa"), request("/bbbb")
+    # 1. The same range twice with different bytes, in order.
+    first = request("/aaaa")
     c.packet("client", first, rel=0)
-    c.send_client(second)
+    c.send_client(request("/bbbb"))
     c.send_server(response(200, b"1"))
-    # Later data arrives first; a retransmission covering it disagrees there.
-    req = request("/keep/this")
-    head = len(b"GET /keep")
-    c.packet("client", req[head:], rel=c.next_rel("client") + head)
-    c.send_client(req.replace(b"/keep/this", b"/keep/evil"))
+    # 2. Later data arrives first; an in-order retransmission covering it disagrees there.
+    real, at = request("/keep/this"), c.next_rel("client")
+    c.packet("client", real[9:], rel=at + 9)  # "/this HTTP/1.1..."
+    c.send_client(real.replace(b"/this", b"/evil"))
     c.send_server(response(202, b"2"))
+    # 3. Two out-of-order pieces overlap each other with different bytes before the hole fills.
+    real, at = request("/abc/def/ghi"), c.next_rel("client")
+    c.packet("client", real[8:], rel=at + 8)  # "/def/ghi HTTP/1.1..."
+    c.packet("client", b"/abc/XXX", rel=at + 4)
+    c.send_client(real, seg=[4], order=[0])  # only "GET " is left to send
+    c.send_server(response(203, b"3"))
     c.fin()
     recs = replay(c).records
-    assert [(r["path"], r["status"]) for r in recs] == [("/aaaa", 200), ("/keep/this", 202)]
+    assert [(r["path"], r["status"]) for r in recs] == \
+        [("/aaaa", 200), ("/keep/this", 202), ("/abc/def/ghi", 203)]
 
 
 def test_sequence_wraparound(replay):
@@ -104,17 +112,21 @@ def test_sequence_wraparound(replay):
     assert all(flags(r) == set() for r in recs)
 
 
-def test_lost_segment_in_response_body(replay):
+@pytest.mark.parametrize("side", ["request", "response"])
+def test_lost_segment_in_body(replay, side):
     c = Conv()
     c.handshake()
+    req = request("/one", "POST", b"y" * 3000) if side == "request" else request("/one")
     resp = response(200, b"z" * 3000)
-    c.send_client(request("/one"))
-    c.send_server(resp, seg=[len(resp) - 2000, 1000], order=[0, 2])  # middle 1000 body bytes lost
+    msg = {"request": req, "response": resp}[side]
+    lose_middle = {"seg": [len(msg) - 2000, 1000], "order": [0, 2]}  # 1000 of its 3000 body bytes
+    c.send_client(req, **(lose_middle if side == "request" else {}))
+    c.send_server(resp, **(lose_middle if side == "response" else {}))
     transaction(c, "/two", 201)
     c.fin()
     one, two = replay(c).records
     assert (one["path"], one["status"], two["path"], two["status"]) == ("/one", 200, "/two", 201)
-    assert "response_gap" in flags(one)
+    assert f"{side}_gap" in flags(one)
     assert flags(two) == set()
 
 
@@ -189,8 +201,10 @@ def test_four_tuple_reuse(replay):
     b.handshake()
     transaction(b, "/second", 201)
     b.fin()
-    recs = replay(a.segs + b.segs).records
+    run = replay(a.segs + b.segs)
+    recs = run.records
     assert [(r["path"], r["status"]) for r in recs] == [("/first", 200), ("/second", 201)]
+    assert re.search(r"\b2 flows\b", run.err), run.err  # two connections in the stderr summary
     assert all(flags(r) == set() for r in recs)
     assert recs[0]["end_ns"] < recs[1]["start_ns"]
 

@@ -1,0 +1,116 @@
+"""The command line on good and bad input: one-line errors, never a traceback."""
+import gzip
+import json
+import os
+import shutil
+import subprocess
+
+import msgpack
+import pytest
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+SAMPLE = os.path.join(ROOT, "pcaps", "sample-api.pcap")
+
+
+def run(*args, cwd=None):
+    return subprocess.run(["sensor", *args], capture_output=True, cwd=cwd, timeout=60)
+
+
+def test_version_and_help():
+    assert run("--version").stdout.decode().startswith("sensor, version ")
+    h = run("replay", "--help").stdout.decode()
+    for opt in ("--output", "--format", "--raw-targets", "--memory-budget"):
+        assert opt in h
+
+
+def test_sample_jsonl_records():
+    r = run("replay", SAMPLE, "--format", "jsonl")
+    assert r.returncode == 0
+    recs = [json.loads(line) for line in r.stdout.splitlines()]
+    got = [(x["method"], x["path"], x["status"]) for x in recs]
+    assert got == [
+        ("GET", "/api/v1/users/1", 200), ("GET", "/api/v1/users/2", 200), ("GET", "/api/v1/users/2", 304),
+        ("GET", "/api/v1/users/404", 404), ("GET", "/api/v1/search", 200),
+        ("GET", "/api/v1/orders/6f1c2a7e/items", 200), ("HEAD", "/api/v1/users/3", 200),
+        ("POST", "/api/v1/orders", 201), ("PUT", "/api/v1/users/7", 200), ("PATCH", "/api/v1/users/7", 200),
+        ("DELETE", "/api/v1/users/7", 204), ("GET", "/api/v1/reports/daily", 500)]
+    search = recs[4]
+    assert search["url.query.keys"] == ["q", "limit"]
+    assert search["http.response.content_encoding"] == "gzip"
+    assert recs[5]["http.response.body.size"] == 108 and recs[5]["http.response.body.wire_size"] > 108  # chunked
+    for x in recs:
+        assert x["client.address"] == x["server.address"] == "127.0.0.1"
+        assert x["server.port"] == 18080
+        assert x["network.community_id"].startswith("1:")
+        assert x["start_ns"] <= x["timing"]["request_end_ns"] <= x["timing"]["response_start_ns"] <= x["end_ns"]
+        assert x["sensor.completeness"] == []
+    summary = r.stderr.decode()
+    assert "12 transactions" in summary and "packets" in summary
+
+
+def test_no_values_leave_by_default():
+    out = run("replay", SAMPLE, "--format", "jsonl").stdout
+    for secret in (b"shoes", b"t0k3n", b"4111111111111111", b"seven", b"user1@example.org"):
+        assert secret not in out
+    raw = run("replay", SAMPLE, "--format", "jsonl", "--raw-targets").stdout
+    assert b"/api/v1/search?q=shoes&limit=3" in raw
+
+
+def test_msgpack_file_output(tmp_path):
+    out = tmp_path / "r.msgpack"
+    assert run("replay", SAMPLE, "-o", str(out)).returncode == 0
+    recs = list(msgpack.Unpacker(open(out, "rb"), raw=False))
+    assert len(recs) == 12 and recs[0]["type"] == "http" and recs[0]["v"] == 1
+
+
+def test_gzip_capture_is_read(tmp_path):
+    gz = tmp_path / "s.pcap.gz"
+    gz.write_bytes(gzip.compress(open(SAMPLE, "rb").read()))
+    r = run("replay", str(gz), "--format", "jsonl")
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 12
+
+
+@pytest.mark.parametrize("content", [None, b"", b"hello, this is not a capture\n" * 10,
+                                     b"\xd4\xc3\xb2\xa1\x02\x00"])
+def test_bad_files_give_one_line_error(tmp_path, content):
+    path = tmp_path / "bad.pcap"
+    if content is not None:
+        path.write_bytes(content)
+    r = run("replay", str(path), "--format", "jsonl")
+    err = r.stderr.decode()
+    assert r.returncode != 0
+    assert "Traceback" not in err
+    assert "error: " in err and str(path) in err
+    assert r.stdout == b""
+
+
+def test_truncated_capture_keeps_records_before_the_cut(tmp_path):
+    data = open(SAMPLE, "rb").read()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[: len(data) - 700])
+    r = run("replay", str(cut), "--format", "jsonl")
+    assert "Traceback" not in r.stderr.decode()
+    assert "warning" in r.stderr.decode()
+    assert r.returncode == 0
+    recs = [json.loads(line) for line in r.stdout.splitlines()]
+    assert 9 <= len(recs) <= 12
+    assert [x["path"] for x in recs[:9]] == [x["path"] for x in
+                                            map(json.loads, run("replay", SAMPLE, "--format", "jsonl").stdout.splitlines())][:9]
+
+
+def test_garbage_payloads_do_not_crash(tmp_path):
+    from scapy.all import IP, TCP, Ether, wrpcap
+    import random
+    rnd = random.Random(7)
+    pkts = []
+    for i in range(300):
+        payload = bytes(rnd.getrandbits(8) for _ in range(rnd.randint(0, 1400)))
+        pkts.append(Ether(src="02:00:00:00:00:01", dst="02:00:00:00:00:02") / IP(src="10.0.0.%d" % (i % 7), dst="10.0.1.1") /
+                    TCP(sport=1000 + i % 13, dport=80, seq=rnd.getrandbits(32), flags=rnd.choice("SAPFR")) / payload)
+    # and raw garbage frames of every length
+    pkts += [Ether(bytes(rnd.getrandbits(8) for _ in range(n))) for n in range(14, 80)]
+    path = tmp_path / "garbage.pcap"
+    wrpcap(str(path), pkts)
+    r = run("replay", str(path), "--format", "jsonl")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr.decode()
