@@ -127,7 +127,7 @@ def main():
     ready = threading.Event()
     threading.Thread(target=serve, args=(ready,), daemon=True).start()
     ready.wait(10)
-    cap = subprocess.Popen(["tcpdump", "-q", "-i", "lo", "-s", "0", "-U", "-w", OUT, "tcp port %d" % PORT],
+    cap = subprocess.Popen(["tcpdump", "--immediate-mode", "-q", "-i", "lo", "-s", "0", "-U", "-w", OUT, "tcp port %d" % PORT],
                            stderr=subprocess.DEVNULL)
     time.sleep(1.0)
     client()
