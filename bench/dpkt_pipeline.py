@@ -6,8 +6,8 @@ HTTP/1.x parsing (dpkt.http) -> request/response pairing in order -> one msgpack
 record per transaction written to OUT. Prints a one-line JSON summary on stdout.
 
 HTTP/2 connections (prior-knowledge preface) are recognised and counted, not yet
-parsed: a handler built on the `h2` package slots in where Conn.detect() returns
-one (a later issue adds the "dpkt+h2" pipeline).
+parsed: a later issue adds the "dpkt+h2" pipeline, a handler built on the `h2`
+package that Conn.detect() returns where it now sees the preface.
 
 usage: dpkt_pipeline.py CAPTURE [-o OUT.msgpack]
 """
@@ -180,11 +180,13 @@ class Conn:
         half = self.halves[side]
         if flags & SYN:
             half.next_seq = seq = (seq + 1) & M32
-        if data and half.add(seq, data) and self.app is not False:
+        if data and half.add(seq, data):
             if self.app is None:
                 self.app = self.detect(out)
             if self.app:
                 self.app.feed(out, ts)
+            elif self.app is False:
+                half.buf.clear()   # not parsed: reassembled, then dropped
         if flags & FIN:
             half.fin = True
         a, b = self.halves

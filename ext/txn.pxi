@@ -21,6 +21,10 @@ FLAG_NAMES = ("no_request", "no_response", "request_gap", "response_gap",
               "request_truncated", "response_truncated", "midstream", "evicted")
 
 
+cimport cython
+
+
+@cython.no_gc       # holds only strings, ints and lists of strings: no cycles to collect
 cdef class Txn:
     # request side
     cdef public object method, target, version, host, user_agent
@@ -43,4 +47,6 @@ cdef class Txn:
 
     @property
     def completeness(self):
+        if not self.flags:
+            return []
         return [n for i, n in enumerate(FLAG_NAMES) if self.flags & (1 << i)]

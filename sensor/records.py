@@ -15,6 +15,8 @@ def split_target(target):
     Origin-form '/a?b=1', absolute-form 'http://h/a?b=1', authority-form
     'h:443' (CONNECT, no path) and asterisk-form '*'.
     """
+    if target[:1] == "/" and "?" not in target and "#" not in target:
+        return target, None, None          # the common case, origin-form without query
     scheme = None
     path = target.split("#", 1)[0]
     low = path[:8].lower()

@@ -28,6 +28,7 @@ from scapy.utils import PcapWriter
 T0 = 1_700_000_000_000_000_000  # ns; whole second, so usec pcaps keep it exact
 STEP = 1_000_000  # 1 ms between packets
 MSS = 1460
+LOSS = {"request_gap", "response_gap", "request_truncated", "response_truncated"}  # bytes missing
 
 
 class Seg(NamedTuple):
@@ -116,11 +117,15 @@ class Conv:
     def send_server(self, data, **kw):
         return self.send("server", data, **kw)
 
+    def close(self, side):
+        """A FIN from side (half-close)."""
+        self.packet(side, flags="FA")
+        self.fin_sent[side] = True
+
     def fin(self, first="client"):
         """Orderly close: FIN, FIN+ACK from the peer, last ACK."""
-        for side in (first, self.peer(first)):
-            self.packet(side, flags="FA")
-            self.fin_sent[side] = True
+        self.close(first)
+        self.close(self.peer(first))
         self.packet(first, flags="A")
 
     def rst(self, side="server"):
