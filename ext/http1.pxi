@@ -214,14 +214,47 @@ cdef long head_end(H1* h, const uint8_t* b, uint32_t from_, uint32_t n) noexcept
 cdef inline object dec(const uint8_t* p, uint32_t n):
     return PyUnicode_DecodeUTF8(<const char*>p, n, "replace")
 
-cdef inline object ascii_lower(const uint8_t* p, uint32_t n):
-    cdef char tmp[H1_MAX_NAME]
-    cdef uint32_t i
-    if n > H1_MAX_NAME:
-        n = H1_MAX_NAME
+# Header names, methods, media types and user agents repeat across messages:
+# a small direct-mapped cache hands out the same str object instead of
+# decoding and allocating one per field.
+cdef enum:
+    SC_SLOTS = 2048
+    SC_MAX = 56
+
+cdef struct StrCacheSlot:
+    uint32_t hash
+    uint32_t len
+    char data[SC_MAX]
+    PyObject* obj
+
+cdef StrCacheSlot str_cache[SC_SLOTS]
+
+cdef object cached_str(const uint8_t* p, uint32_t n, bint to_lower):
+    cdef char tmp[SC_MAX]
+    cdef uint32_t h = 2166136261u, i
+    cdef StrCacheSlot* sl
+    if n > SC_MAX:
+        if to_lower:
+            n = H1_MAX_NAME if n > H1_MAX_NAME else n
+            return dec(p, n).lower()
+        return dec(p, n)
     for i in range(n):
-        tmp[i] = lower(p[i])
-    return PyUnicode_DecodeLatin1(tmp, n, NULL)
+        tmp[i] = lower(p[i]) if to_lower else p[i]
+        h = (h ^ <uint8_t>tmp[i]) * 16777619u
+    sl = &str_cache[h & (SC_SLOTS - 1)]
+    if sl.obj != NULL and sl.hash == h and sl.len == n and memcmp(sl.data, tmp, n) == 0:
+        return <object>sl.obj
+    o = PyUnicode_DecodeUTF8(tmp, n, "replace")
+    Py_XDECREF(sl.obj)
+    Py_INCREF(o)
+    sl.obj = <PyObject*>o
+    sl.hash = h
+    sl.len = n
+    memcpy(sl.data, tmp, n)
+    return o
+
+cdef inline object ascii_lower(const uint8_t* p, uint32_t n):
+    return cached_str(p, n, True)
 
 cdef inline bint name_is(const uint8_t* p, uint32_t n, const char* lit, uint32_t ln) noexcept nogil:
     cdef uint32_t i
@@ -389,7 +422,7 @@ cdef list _parse_fields(const uint8_t* b, uint32_t n, uint32_t s, HeadInfo* hi, 
     return names
 
 cdef inline object opt_str(const uint8_t* p, uint32_t n):
-    return dec(p, n) if p != NULL else None
+    return cached_str(p, n, False) if p != NULL else None
 
 
 # ---------------------------------------------------------------- message events
@@ -466,9 +499,9 @@ cdef void h1_head_done(Engine eng, Flow* f, int d, const uint8_t* b, uint32_t n,
     pending = flow_pending(f)
     if is_req:
         t = txn_new(eng, f)
-        t.method = PyUnicode_DecodeLatin1(<const char*>hi.method, hi.method_len, NULL)
+        t.method = cached_str(hi.method, hi.method_len, False)
         t.target = dec(hi.target, hi.target_len)
-        t.version = PyUnicode_DecodeLatin1(<const char*>hi.version + 5, 3, NULL) if hi.version != NULL else "0.9"
+        t.version = cached_str(hi.version + 5, 3, False) if hi.version != NULL else "0.9"
         t.host = opt_str(hi.host, hi.host_len)
         t.user_agent = opt_str(hi.ua, hi.ua_len)
         t.req_content_type = opt_str(hi.ctype, hi.ctype_len)
@@ -516,7 +549,7 @@ cdef void h1_head_done(Engine eng, Flow* f, int d, const uint8_t* b, uint32_t n,
         t = txn_new(eng, f)
         t.flags |= TF_NO_REQUEST
     t.status = hi.status
-    t.resp_version = PyUnicode_DecodeLatin1(<const char*>hi.version + 5, 3, NULL)
+    t.resp_version = cached_str(hi.version + 5, 3, False)
     t.resp_content_type = opt_str(hi.ctype, hi.ctype_len)
     t.resp_content_encoding = opt_str(hi.cenc, hi.cenc_len)
     t.resp_headers = names

@@ -89,12 +89,12 @@ def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, quiet):
     from .sinks import RecordWriter
 
     try:
-        writer = RecordWriter(output, fmt)
+        writer = RecordWriter(output, fmt, raw_targets)
     except OSError as e:
         raise click.ClickException("cannot write %s: %s" % (output, e.strerror))
     progress = _Progress() if sys.stderr.isatty() and not quiet else None
     try:
-        res = run_replay(files, writer, raw_targets=raw_targets, progress=progress,
+        res = run_replay(files, writer, progress=progress,
                          memory_budget=memory_budget << 20, idle_timeout=idle_timeout)
     finally:
         writer.close()

@@ -3,7 +3,6 @@ import gc
 import time
 
 from ._core import CaptureError, CaptureReader, Engine
-from .records import http_record
 
 
 class ReplayResult:
@@ -14,7 +13,7 @@ class ReplayResult:
         self.elapsed = 0.0
 
 
-def replay(paths, writer, raw_targets=False, progress=None, **engine_opts):
+def replay(paths, writer, progress=None, **engine_opts):
     """Runs every capture in `paths` through one engine (flows continue across
     files, as for a rotated capture set) and writes one record per transaction."""
     res = ReplayResult()
@@ -24,11 +23,6 @@ def replay(paths, writer, raw_targets=False, progress=None, **engine_opts):
     # its scans over the millions of short-lived objects a capture makes
     gc_was = gc.isenabled()
     gc.disable()
-
-    def emit(txns):
-        for t in txns:
-            writer.write(http_record(t, raw_targets))
-
     for path in paths:
         try:
             reader = CaptureReader(path)
@@ -36,12 +30,12 @@ def replay(paths, writer, raw_targets=False, progress=None, **engine_opts):
             res.errors.append(str(e))
             continue
         try:
-            engine.run(reader, emit, progress)
+            engine.run(reader, writer.write_txns, progress)
         finally:
             reader.close()
         if reader.truncated:
             res.warnings.append(reader.warning or "%s: capture ends inside a record" % path)
-    emit(engine.finish())
+    writer.write_txns(engine.finish())
     if gc_was:
         gc.enable()
     res.elapsed = time.perf_counter() - t0

@@ -4,33 +4,48 @@ import sys
 
 import msgpack
 
-from .records import scorer_view
+from .records import RecordEncoder, scorer_view
 
 
 class RecordWriter:
-    """Writes records to PATH ('-' = stdout) as msgpack (default) or jsonl."""
+    """Writes the records of transactions to PATH ('-' = stdout), as a msgpack
+    stream (default) or JSON Lines."""
 
-    def __init__(self, path="-", fmt="msgpack"):
+    def __init__(self, path="-", fmt="msgpack", raw_targets=False):
         self.fmt = fmt
-        self.count = 0
+        self._enc = RecordEncoder(raw_targets)
         if path == "-":
             self._fh = sys.stdout.buffer
             self._close = False
         else:
             self._fh = open(path, "wb", buffering=1 << 20)
             self._close = True
-        self._pack = msgpack.Packer(use_bin_type=True).pack
 
-    def write(self, rec):
-        if self.fmt == "jsonl":
+    @property
+    def count(self):
+        return self._enc.count
+
+    def write_txns(self, txns):
+        if not txns:
+            return
+        data = self._enc.encode(txns)
+        if self.fmt == "msgpack":
+            self._fh.write(data)
+            return
+        lines = []
+        for rec in _records(data):
             line = scorer_view(rec)
             line.update(rec)
-            self._fh.write(json.dumps(line, separators=(",", ":")).encode() + b"\n")
-        else:
-            self._fh.write(self._pack(rec))
-        self.count += 1
+            lines.append(json.dumps(line, separators=(",", ":")))
+        self._fh.write(("\n".join(lines) + "\n").encode())
 
     def close(self):
         self._fh.flush()
         if self._close:
             self._fh.close()
+
+
+def _records(data):
+    u = msgpack.Unpacker(raw=False)
+    u.feed(data)
+    return u

@@ -69,7 +69,16 @@ class Capture:
         assert b"listening" in line, line
 
     def stop(self):
-        time.sleep(0.3)
+        # tcpdump drops what it has not written when interrupted: wait until
+        # the file stops growing (a loaded machine delays it)
+        last, stable = -1, 0
+        for _ in range(100):
+            time.sleep(0.1)
+            size = os.path.getsize(self.path)
+            stable = stable + 1 if size == last else 0
+            last = size
+            if stable >= 5:
+                break
         self.p.send_signal(signal.SIGINT)
         self.p.wait(10)
 

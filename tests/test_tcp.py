@@ -127,14 +127,16 @@ def test_lost_segment_in_body(replay, side):
     assert flags(two) == set()
 
 
+@pytest.mark.parametrize("body", [b"", b"k=v"], ids=["no-body", "body"])
 @pytest.mark.parametrize("side", ["request", "response"])
-def test_lost_segment_in_headers_resyncs(replay, side):
+def test_lost_segment_in_headers_resyncs(replay, side, body):
     c = Conv()
     c.handshake()
     transaction(c, "/one", 200)
-    # Small bodies: after the loss their bytes end a segment mid-line, just before message 3.
-    req2 = request("/two", "POST", b"k=v", [("User-Agent", "resync-test"), ("Accept", "*/*")])
-    resp2 = response(201, b"2", [("Content-Type", "text/plain"), ("Cache-Control", "no-store")])
+    # With a body, message 2 ends mid-line (no LF) right before message 3's segment.
+    req2 = request("/two", "POST" if body else "GET", body,
+                   [("User-Agent", "resync-test"), ("Accept", "*/*")])
+    resp2 = response(201, body, [("Content-Type", "text/plain"), ("Cache-Control", "no-store")])
     lose_middle = {"seg": [25, 20], "order": [0, 2]}  # the lost piece is inside the header block
     c.send_client(req2, **(lose_middle if side == "request" else {}))
     c.send_server(resp2, **(lose_middle if side == "response" else {}))
