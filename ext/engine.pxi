@@ -80,7 +80,7 @@ cdef void txn_flush(Engine eng, Flow* f):
             t.flags |= TF_REQUEST_TRUNCATED
             t.req_done = True
         if not t.resp_done:
-            t.flags |= TF_NO_RESPONSE if t.status is None else TF_RESPONSE_TRUNCATED
+            t.flags |= TF_RESPONSE_TRUNCATED if t.response_seen else TF_NO_RESPONSE
             t.resp_done = True
         txn_maybe_emit(eng, t)
 

@@ -554,6 +554,7 @@ cdef void h1_head_done(Engine eng, Flow* f, int d, const uint8_t* b, uint32_t n,
     t.resp_content_encoding = opt_str(hi.cenc, hi.cenc_len)
     t.resp_headers = names
     t.resp_start = h.start_ts
+    t.response_seen = True
     h1_set_cur(h, t)
     if hi.status == 101 or t.is_connect and hi.status < 300:
         # the connection now carries another protocol from the next byte on
@@ -684,6 +685,8 @@ cdef void h1_data(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n, int6
     cdef Txn t
     cdef list pending
     h.last_ts = ts
+    if h.state == H1_RESYNC:
+        h.line_start = 1        # segments often start messages: a candidate too
     while n > 0:
         if h.state == H1_BODY_LEN:
             k = n if n < h.remaining else <uint32_t>h.remaining
@@ -707,6 +710,7 @@ cdef void h1_data(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n, int6
                         # HTTP/0.9 answer: no head, body until close
                         t = <Txn>pending.pop(0)
                         t.resp_start = ts
+                        t.response_seen = True
                         h1_set_cur(h, t)
                         h.state = H1_BODY_EOF
                         continue
@@ -824,7 +828,9 @@ cdef void h1_gap(Engine eng, Flow* f, int d, uint64_t n):
         h.wire += n
         return
     if h.state == H1_HEAD:
+        # a message was lost with its head: keep request/response pairing in step
         eng.h1_anom[<int>HA_GAP_IN_HEAD] += 1
+        h1_lost_message(eng, f, d)
         h1_to_resync(eng, h)
         return
     if h.state == H1_IDLE or h.state == H1_RESYNC:
@@ -834,6 +840,26 @@ cdef void h1_gap(Engine eng, Flow* f, int d, uint64_t n):
     h.gap = 1
     h1_msg_end(eng, f, d, h.last_ts, True, H1_RESYNC)
     eng.h1_anom[<int>HA_RESYNC] += 1
+
+# A message of direction d began but its head was lost. A lost response
+# answers the oldest pending request; a lost request gets a placeholder its
+# response can pair with.
+cdef void h1_lost_message(Engine eng, Flow* f, int d):
+    cdef list pending
+    cdef Txn t
+    if f.client < 0:
+        return
+    pending = flow_pending(f)
+    if d == f.client:
+        t = txn_new(eng, f)
+        t.flags |= TF_REQUEST_GAP | TF_NO_REQUEST
+        t.req_start = f.half[d].h1.start_ts
+        pending.append(t)
+    elif pending:
+        t = <Txn>pending.pop(0)
+        t.flags |= TF_RESPONSE_GAP
+        t.resp_done = True
+        txn_maybe_emit(eng, t)
 
 # Direction d ended (FIN reached, RST, timeout, end of capture).
 cdef void h1_eof(Engine eng, Flow* f, int d, bint clean):

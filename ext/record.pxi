@@ -165,7 +165,7 @@ cdef class RecordEncoder:
         cdef WBuf* b = &self.b
         cdef size_t hdr, keys = 0
         cdef bint req = t.method is not None
-        cdef bint resp = t.status is not None
+        cdef bint resp = t.response_seen
         cdef Py_ssize_t tn
         cdef const char* tg
         cdef size_t i, a, pe, qe
@@ -180,7 +180,7 @@ cdef class RecordEncoder:
         wb_key(b, b"network.community_id"); wb_pystr(b, t.community_id)
         wb_key(b, b"network.transport"); wb_str(b, b"tcp", 3)
         wb_key(b, b"network.protocol.name"); wb_str(b, b"http", 4)
-        wb_key(b, b"network.protocol.version"); wb_pystr(b, t.version if req else t.resp_version)
+        wb_key(b, b"network.protocol.version"); wb_pystr(b, t.version if req or t.resp_version is None else t.resp_version)
         wb_key(b, b"client.address"); wb_pystr(b, t.client_addr)
         wb_key(b, b"client.port"); wb_int(b, t.client_port)
         wb_key(b, b"server.address"); wb_pystr(b, t.server_addr)
@@ -253,7 +253,7 @@ cdef class RecordEncoder:
             wb_key(b, b"http.request.body.size"); wb_int(b, t.req_body)
             wb_key(b, b"http.request.body.wire_size"); wb_int(b, t.req_wire)
             keys += 2
-        if resp:
+        if t.status is not None:
             wb_key(b, b"http.response.status_code"); wb_int(b, t.status)
             keys += 1
         if t.interim:

@@ -20,6 +20,7 @@ cdef struct Half:               # one direction of a connection
     uint8_t seq_known
     uint8_t fin
     uint8_t eof                 # end of stream delivered to the parser
+    uint8_t hole_acked          # the peer acknowledged bytes beyond a hole
     Seg* ooo
     uint32_t ooo_bytes
     H1 h1
@@ -133,15 +134,22 @@ cdef void ooo_skip_hole(Engine eng, Flow* f, int d):
     ooo_drain(eng, f, d)
 
 # The peer acknowledged `ack`: bytes below it that we never saw are lost to
-# the capture (the sender will not repeat what the receiver confirmed).
-cdef void stream_ack(Engine eng, Flow* f, int d, uint32_t ack):
+# the capture (the sender will not repeat what the receiver confirmed). A
+# mirror may still deliver them late, so the hole is only noted here and
+# declared by the next packet (stream_hole), unless that packet fills it.
+cdef inline void stream_ack(Half* h, uint32_t ack) noexcept:
+    if h.seq_known and sdiff(ack, h.next_seq) > 0 and (
+            h.ooo != NULL and sdiff(ack, h.ooo.seq) >= 0
+            or h.fin and not h.eof and sdiff(ack, h.fin_seq) > 0):
+        h.hole_acked = 1
+
+# Declares the hole in front of the queued data (or of the FIN) lost.
+cdef void stream_hole(Engine eng, Flow* f, int d):
     cdef Half* h = &f.half[d]
-    if not h.seq_known or sdiff(ack, h.next_seq) <= 0:
-        return
+    h.hole_acked = 0
     if h.ooo != NULL:
-        if sdiff(ack, h.ooo.seq) >= 0:
-            ooo_skip_hole(eng, f, d)
-    elif h.fin and not h.eof and sdiff(ack, h.fin_seq) > 0:
+        ooo_skip_hole(eng, f, d)
+    elif h.fin and not h.eof and h.next_seq != h.fin_seq:
         app_gap(eng, f, d, h.fin_seq - h.next_seq)
         h.next_seq = h.fin_seq
         h.eof = 1
@@ -155,8 +163,10 @@ cdef void stream_segment(Engine eng, Flow* f, int d, Segment* s):
     cdef uint32_t n = s.caplen, w = s.wirelen, off
     cdef int32_t rel
     cdef uint32_t end = seq + (1 if s.flags & TH_SYN else 0) + w    # where a FIN would sit
+    if f.half[1 - d].hole_acked:
+        stream_hole(eng, f, 1 - d)      # acknowledged by an earlier packet: lost for good
     if s.flags & TH_ACK:
-        stream_ack(eng, f, 1 - d, s.ack)
+        stream_ack(&f.half[1 - d], s.ack)
     if s.flags & TH_SYN:
         if not h.seq_known:
             h.isn = seq
@@ -189,6 +199,12 @@ cdef void stream_segment(Engine eng, Flow* f, int d, Segment* s):
                     eng.ooo_overflows += 1
                     ooo_skip_hole(eng, f, d)
             elif w:
+                if h.ooo != NULL and sdiff(seq + w, h.ooo.seq) > 0:
+                    # runs into queued data, which was first and wins: queue the tail
+                    off = h.ooo.seq - seq
+                    ooo_insert(eng, h, h.ooo.seq, p + off, n - off if n > off else 0, w - off, s.ts)
+                    n = n if n < off else off
+                    w = off
                 h.next_seq = seq + w
                 app_data(eng, f, d, p, n, s.ts)
                 if w > n:
@@ -198,17 +214,19 @@ cdef void stream_segment(Engine eng, Flow* f, int d, Segment* s):
     if s.flags & TH_FIN and not h.fin and h.seq_known:
         h.fin = 1
         h.fin_seq = end
-        if h.ooo == NULL and h.next_seq == h.fin_seq and not h.eof:
-            h.eof = 1
-            h1_eof(eng, f, d, True)
+    if h.fin and not h.eof and h.ooo == NULL and h.next_seq == h.fin_seq:
+        h.eof = 1
+        h1_eof(eng, f, d, True)
+    if h.hole_acked:
+        stream_hole(eng, f, d)
 
 # Flow end: deliver whatever is queued (declaring the holes) and close both
 # directions.
 cdef void stream_finish(Engine eng, Flow* f):
     cdef int d
     for d in range(2):
-        while f.half[d].ooo != NULL:
-            ooo_skip_hole(eng, f, d)
+        while f.half[d].ooo != NULL or f.half[d].fin and not f.half[d].eof:
+            stream_hole(eng, f, d)
     for d in range(2):
         if not f.half[d].eof:
             f.half[d].eof = 1

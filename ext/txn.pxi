@@ -43,6 +43,7 @@ cdef class Txn:
     cdef public uint32_t flags
     # parser bookkeeping
     cdef bint req_done, resp_done, emitted
+    cdef public bint response_seen      # a response (even a head-less HTTP/0.9 one) began
     cdef bint wants_upgrade, is_connect, is_head
 
     @property
