@@ -3,8 +3,9 @@
 
 Stages live in their own .pxi files and are included here so gcc can inline
 across them: source (capture files) -> decode (link, IP, TCP) -> flow (table,
-lifetimes) -> stream (TCP reassembly) -> http1 (parser) -> txn (the first
-Python object, one per exchange), driven by engine.
+lifetimes) -> stream (TCP reassembly) -> http1 / http2 + hpack (parsers) ->
+txn (the first Python object, one per exchange) -> record (msgpack), driven
+by engine.
 """
 from libc.stdint cimport int8_t, uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t
 from libc.stdlib cimport malloc, calloc, realloc, free
@@ -13,9 +14,10 @@ from libc.string cimport memcpy, memcmp, memset, memmove
 include "source.pxi"
 include "decode.pxi"
 include "txn.pxi"
+include "hpack.pxi"
 include "http1.pxi"
+include "http2.pxi"
 include "stream.pxi"
 include "flow.pxi"
 include "engine.pxi"
 include "record.pxi"
-include "hpack.pxi"

@@ -94,6 +94,7 @@ cdef class Engine:
     cdef uint32_t emit_flags
     cdef uint64_t next_id
     cdef uint64_t h1_anom[<int>HA_COUNT]
+    cdef uint64_t h2_anom[<int>H2A_COUNT]
     cdef uint64_t packets, bytes, tcp_segments, flows, flows_timed_out, flows_evicted
     cdef uint64_t transactions, gaps, gap_bytes, retransmissions, overlaps, overlaps_diff
     cdef uint64_t ooo_segments, ooo_overflows, flows_reused
@@ -268,6 +269,7 @@ cdef class Engine:
     def stats(self):
         skipped = {SKIP_NAMES[i]: self.dc.skipped[i] for i in range(<int>SK_COUNT) if self.dc.skipped[i]}
         anomalies = {H1_ANOMALY_NAMES[i]: self.h1_anom[i] for i in range(<int>HA_COUNT) if self.h1_anom[i]}
+        anomalies.update({H2_ANOMALY_NAMES[i]: self.h2_anom[i] for i in range(<int>H2A_COUNT) if self.h2_anom[i]})
         return {
             "packets": self.packets, "bytes": self.bytes, "tcp_segments": self.tcp_segments,
             "flows": self.flows, "flows_reused": self.flows_reused,
@@ -286,6 +288,7 @@ cdef void flow_release(Engine eng, Flow* f):
         seg_free_all(eng, &f.half[d])
         h1_set_cur(&f.half[d].h1, None)
         h1_buf_free(&f.half[d].h1, eng)
+    h2_free(eng, f)
     Py_XDECREF(f.pending)
     Py_XDECREF(f.info)
     eng.mem -= sizeof(Flow) + 2 * sizeof(Flow*)

@@ -21,6 +21,8 @@ cdef struct Flow:
     uint8_t syn_seen
     uint8_t closed              # finished; kept a while to absorb stray packets
     uint8_t on_closed_list
+    uint8_t app                 # APP_*: which parser the bytes go to
+    H2Conn* h2                  # HTTP/2 state once the connection speaks it
     uint64_t id
     int64_t first_ts
     int64_t last_ts
@@ -29,6 +31,11 @@ cdef struct Flow:
     Half half[2]                # half[0]: sent by endpoint a, half[1]: by b
     PyObject* pending           # list of Txn awaiting their response
     PyObject* info              # (client addr, client port, server addr, server port, community id)
+
+cdef enum:
+    APP_UNKNOWN = 0             # no payload yet
+    APP_H1 = 1
+    APP_H2 = 2
 
 cdef struct FlowList:
     Flow* head

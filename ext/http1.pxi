@@ -32,6 +32,7 @@ cdef enum:
     SL_STATUS = 2
     SL_REQUEST09 = 3
     SL_MAYBE = 4                # too short to tell; plausible so far
+    SL_H2_PREFACE = 5           # "PRI * HTTP/2.0": the connection is HTTP/2
 
 cdef enum H1Anomaly:
     HA_BAD_START_LINE = 0
@@ -114,7 +115,9 @@ cdef int classify_line(const uint8_t* p, uint32_t n, bint strict) noexcept nogil
     while t1 < n and p[t1] == b' ':
         t1 += 1
     if is_version(p + t1, n - t1) and (p[t1 + 5] == b'1' or not strict and p[t1 + 5] == b'0'):
-        return SL_REQUEST           # (HTTP/2's preface "PRI * HTTP/2.0" is not one)
+        return SL_REQUEST
+    if not strict and n == 14 and memcmp(p, H2_PREFACE, 14) == 0:
+        return SL_H2_PREFACE
     return SL_NONE
 
 # Is p[:n] (possibly an incomplete line) plausibly the start of a message?
@@ -204,6 +207,8 @@ cdef long head_end(H1* h, const uint8_t* b, uint32_t from_, uint32_t n) noexcept
                 return -1
             if h.kind == SL_REQUEST09:
                 return e + 1
+            if h.kind == SL_H2_PREFACE:
+                return -2
         elif ll == 0:
             return e + 1
         s = e + 1
@@ -488,6 +493,7 @@ cdef void h1_head_done(Engine eng, Flow* f, int d, const uint8_t* b, uint32_t n,
     cdef Txn t
     cdef list pending
     cdef bint is_req = kind == SL_REQUEST or kind == SL_REQUEST09
+    cdef int k
     if f.client < 0:
         f.client = d if is_req else 1 - d
     elif is_req != (d == f.client):
@@ -562,6 +568,15 @@ cdef void h1_head_done(Engine eng, Flow* f, int d, const uint8_t* b, uint32_t n,
             t.protocol_switch = ascii_lower(hi.upgrade, hi.upgrade_len) if hi.upgrade != NULL else "unknown"
         h1_msg_end(eng, f, d, ts, False, H1_OFF)
         h1_off(f)
+        if hi.status == 101 and t.protocol_switch == "h2c":
+            h2_upgrade(eng, f)
+        elif t.is_connect:
+            # a tunnel: what it carries is found by content again (TLS, h2c, HTTP/1)
+            f.app = APP_UNKNOWN
+            for k in range(2):
+                h1_reset_msg(&f.half[k].h1, H1_IDLE)
+                f.half[k].h1.msgs = 0
+                f.half[k].h1.switch_pending = 0
         return
     if t.protocol_switch is not None:
         t.protocol_switch = None         # the upgrade or CONNECT was refused
@@ -589,6 +604,9 @@ cdef uint32_t h1_head(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n, 
     cdef uint32_t old = h.len, take
     if h.len == 0:
         e = head_end(h, p, 0, n)
+        if e == -2:
+            h1_to_h2(eng, f, d, NULL, 0)
+            return 0
         if e > 0:
             h1_head_done(eng, f, d, p, <uint32_t>e, h.kind, ts)
             return <uint32_t>e
@@ -597,6 +615,10 @@ cdef uint32_t h1_head(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n, 
         if not h1_buf_append(h, p, take, eng):
             take = 0
         e = head_end(h, h.buf, h.scan, h.len)
+        if e == -2:
+            # the preface arrived in pieces: HTTP/2 gets what was collected
+            h1_to_h2(eng, f, d, h.buf, old)
+            return take
         if e > 0:
             # parse in the buffer, then give back what belongs to the next message
             h1_head_done(eng, f, d, h.buf, <uint32_t>e, h.kind, ts)
@@ -617,6 +639,19 @@ cdef uint32_t h1_head(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n, 
         h1_to_resync(eng, h)
         h.line_start = 0
     return n
+
+# The client's first line is HTTP/2's connection preface (sent in small
+# pieces, so content detection could not tell it from "POST"/"PUT").
+cdef void h1_to_h2(Engine eng, Flow* f, int d, const uint8_t* held, uint32_t n):
+    cdef bytes copy = (<const char*>held)[:n] if n else b""
+    if f.client < 0:
+        f.client = d
+    h2_start(eng, f, False).dir[d].preface = H2_PREFACE_LEN
+    f.h2.dir[0].synced = f.h2.dir[1].synced = 1
+    h1_off(f)
+    h1_reset_msg(&f.half[d].h1, H1_OFF)
+    if n:
+        h2_data(eng, f, d, <const uint8_t*>copy, n, f.half[d].h1.last_ts)
 
 # The collected start line is not HTTP. At the very start of a connection that
 # saw its handshake, the connection is not HTTP/1; elsewhere resynchronise past
@@ -800,7 +835,9 @@ cdef void h1_data(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n, int6
             h.state = H1_HEAD
             h.from_resync = 1
             h.start_ts = ts
-        else:   # H1_OFF
+        else:   # H1_OFF: after an upgrade or CONNECT the rest goes to what follows
+            if f.app != APP_H1:
+                app_data(eng, f, d, p, n, ts)
             return
         h.line_start = 0
 

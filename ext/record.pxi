@@ -193,10 +193,13 @@ cdef class RecordEncoder:
             wb_key(b, b"request_end_ns"); wb_int(b, t.req_end)
             wb_key(b, b"response_start_ns"); wb_int(b, t.resp_start)
             keys += 1
+        if t.stream_id:
+            wb_key(b, b"http2.stream_id"); wb_int(b, t.stream_id)
+            keys += 1
         if req:
             wb_key(b, b"http.request.method"); wb_pystr(b, t.method)
             keys += 1
-            tg = PyUnicode_AsUTF8AndSize(t.target, &tn)
+            tg = PyUnicode_AsUTF8AndSize(t.target if t.target is not None else "", &tn)
             # path: origin-form as is; absolute-form without scheme://authority;
             # authority-form (CONNECT) has none
             a = 0
@@ -226,14 +229,14 @@ cdef class RecordEncoder:
                     else:
                         wb_str(b, tg + a, pe - a)
                     keys += 1
-            if a == 0 and (tn == 0 or tg[0] == b'/' or tg[0] == b'*'):
+            if a == 0 and tn and (tg[0] == b'/' or tg[0] == b'*'):
                 wb_key(b, b"url.path"); wb_str(b, tg, pe)
                 keys += 1
                 a = 1
             if a and pe < <size_t>tn and tg[pe] == b'?':
                 wb_key(b, b"url.query.keys"); wb_strlist(b, query_names(tg + pe + 1, qe - pe - 1))
                 keys += 1
-            if self.raw_targets:
+            if self.raw_targets and t.target is not None:
                 wb_key(b, b"url.target"); wb_str(b, tg, tn)
                 keys += 1
             if t.host is not None:
@@ -274,6 +277,29 @@ cdef class RecordEncoder:
             wb_key(b, b"http.response.body.size"); wb_int(b, t.resp_body)
             wb_key(b, b"http.response.body.wire_size"); wb_int(b, t.resp_wire)
             keys += 2
+        if req and t.req_content_type is not None and t.req_content_type.startswith("application/grpc"):
+            # gRPC: /package.Service/Method
+            wb_key(b, b"rpc.system"); wb_str(b, b"grpc", 4)
+            keys += 1
+            i = 1
+            while i < pe and tg[i] != b'/':
+                i += 1
+            if pe and tg[0] == b'/' and i < pe:
+                wb_key(b, b"rpc.service"); wb_str(b, tg + 1, i - 1)
+                wb_key(b, b"rpc.method"); wb_str(b, tg + i + 1, pe - i - 1)
+                keys += 2
+            wb_key(b, b"sensor.grpc.request_messages"); wb_int(b, t.req_messages)
+            wb_key(b, b"sensor.grpc.response_messages"); wb_int(b, t.resp_messages)
+            wb_key(b, b"sensor.grpc.compressed")
+            wb_reserve(b, 1)
+            wb_byte(b, 0xC3 if t.grpc_compressed else 0xC2)
+            keys += 3
+        if t.grpc_status is not None:
+            wb_key(b, b"rpc.grpc.status_code"); wb_int(b, t.grpc_status)
+            keys += 1
+        if t.error_code is not None:
+            wb_key(b, b"http2.error_code"); wb_int(b, t.error_code)
+            keys += 1
         if t.protocol_switch is not None:
             wb_key(b, b"sensor.protocol_switch"); wb_pystr(b, t.protocol_switch)
             keys += 1

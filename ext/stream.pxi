@@ -29,15 +29,43 @@ cdef inline int32_t sdiff(uint32_t a, uint32_t b) noexcept nogil:
     return <int32_t>(a - b)
 
 
-# Hands bytes / gaps to the application layer of this flow.
+# Hands bytes / gaps to the application layer of this flow, chosen by
+# content on its first bytes, never by port.
 cdef inline void app_data(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n, int64_t ts):
-    if n:
+    if n == 0:
+        return
+    if f.app == APP_UNKNOWN:
+        app_detect(eng, f, d, p, n)
+    if f.app == APP_H2:
+        h2_data(eng, f, d, p, n, ts)
+    else:
         h1_data(eng, f, d, p, n, ts)
+
+cdef void app_detect(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n):
+    if n >= 4 and h2_is_preface(p, n):
+        if f.client < 0:
+            f.client = d
+        h2_start(eng, f, False).dir[d].preface = H2_PREFACE_LEN
+        f.h2.dir[0].synced = f.h2.dir[1].synced = 1
+    elif h2_is_server_settings(p, n) and f.client != d:
+        if f.client < 0:
+            f.client = 1 - d
+        h2_start(eng, f, not f.syn_seen)
+        f.h2.dir[d].synced = 1
+        f.h2.dir[1 - d].synced = f.syn_seen
+        f.h2.dir[1 - d].preface = H2_PREFACE_LEN     # skipped if it comes (checked)
+    elif not f.syn_seen and sniff_start(p, n) == SL_NONE and h2_chain(p, n):
+        h2_start(eng, f, True)          # joined an HTTP/2 connection mid-stream
+    else:
+        f.app = APP_H1
 
 cdef inline void app_gap(Engine eng, Flow* f, int d, uint64_t n):
     eng.gaps += 1
     eng.gap_bytes += n
-    h1_gap(eng, f, d, n)
+    if f.app == APP_H2:
+        h2_gap(eng, f, d, n)
+    else:
+        h1_gap(eng, f, d, n)
 
 
 cdef void seg_free_all(Engine eng, Half* h) noexcept:
@@ -177,7 +205,7 @@ cdef void stream_segment(Engine eng, Flow* f, int d, Segment* s):
         if not h.seq_known:
             h.next_seq = seq        # joined mid-stream
             h.seq_known = 1
-        if h.h1.state == H1_OFF:
+        if f.app == APP_H1 and h.h1.state == H1_OFF:
             h.next_seq = seq + w if sdiff(seq + w, h.next_seq) > 0 else h.next_seq
         else:
             rel = sdiff(seq, h.next_seq)
@@ -232,3 +260,4 @@ cdef void stream_finish(Engine eng, Flow* f):
             f.half[d].eof = 1
             h1_eof(eng, f, d, False)
         seg_free_all(eng, &f.half[d])
+    h2_finish(eng, f)

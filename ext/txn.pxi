@@ -16,9 +16,14 @@ cdef enum TxnFlag:
     TF_RESPONSE_TRUNCATED = 32
     TF_MIDSTREAM = 64
     TF_EVICTED = 128
+    TF_HPACK_UNKNOWN = 256      # HTTP/2 header fields whose HPACK entry was never seen
+    TF_RESET = 512              # HTTP/2 stream reset (RST_STREAM) or refused by GOAWAY
+    TF_H2C_UPGRADE = 1024       # stream 1 of an h2c upgrade: its request is the HTTP/1.1 record before
+    TF_PUSHED = 2048            # request promised by the server (PUSH_PROMISE)
 
 FLAG_NAMES = ("no_request", "no_response", "request_gap", "response_gap",
-              "request_truncated", "response_truncated", "midstream", "evicted")
+              "request_truncated", "response_truncated", "midstream", "evicted",
+              "hpack_unknown", "reset", "h2c_upgrade", "pushed")
 
 
 cimport cython
@@ -33,6 +38,12 @@ cdef class Txn:
     cdef public object status, resp_version, resp_content_type, resp_content_encoding
     cdef public object resp_headers, interim
     cdef public object protocol_switch
+    # HTTP/2 and gRPC
+    cdef public uint32_t stream_id
+    cdef public object error_code           # RST_STREAM / GOAWAY error code
+    cdef public object grpc_status
+    cdef public int64_t req_messages, resp_messages   # gRPC length-prefixed messages
+    cdef public bint grpc_compressed
     # connection
     cdef public object client_addr, server_addr, community_id
     cdef public int client_port, server_port

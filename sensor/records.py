@@ -29,4 +29,5 @@ def scorer_view(rec):
         "path": path,
         "status": rec.get("http.response.status_code"),
         "host": rec.get("http.request.header.host"),
+        "h2_stream": rec.get("http2.stream_id"),
     }

@@ -260,9 +260,18 @@ def test_protocol_upgrade(replay, proto):
     for side, data in after:
         c.send(side, data)
     c.fin()
-    (rec,) = replay(c).records
+    rec, *rest = replay(c).records
     exp = {"method": "GET", "path": "/chat", "status": 101, "sensor.protocol_switch": proto}
     assert subset(rec, exp) == exp
+    if proto == "h2c":
+        # the upgraded request is answered on HTTP/2 stream 1: its own record
+        (h2,) = rest
+        exp = {"method": None, "status": 200, "h2_stream": 1, "network.protocol.version": "2",
+               "http.response.body.size": 5}
+        assert subset(h2, exp) == exp
+        assert "h2c_upgrade" in h2["sensor.completeness"]
+    else:
+        assert rest == []
 
 
 def test_declined_upgrade_keeps_parsing(replay):
