@@ -1,13 +1,11 @@
 #!/usr/bin/env python3
-"""dpkt baseline for the sensor benchmark: the same job as `sensor replay`, in plain Python.
+"""dpkt+h2 baseline for the sensor benchmark: the same job as `sensor replay`, in plain Python.
 
 pcap -> link/IP/TCP decode (dpkt) -> per-flow, per-direction TCP reassembly ->
-HTTP/1.x parsing (dpkt.http) -> request/response pairing in order -> one msgpack
-record per transaction written to OUT. Prints a one-line JSON summary on stdout.
-
-HTTP/2 connections (prior-knowledge preface) are recognised and counted, not yet
-parsed: a later issue adds the "dpkt+h2" pipeline, a handler built on the `h2`
-package that Conn.detect() returns where it now sees the preface.
+HTTP/1.x parsing (dpkt.http) with request/response pairing in order, or HTTP/2
+(h2c prior knowledge: the `h2` project's hyperframe + hpack) with one transaction
+per stream -> one msgpack record per transaction written to OUT. Prints a
+one-line JSON summary on stdout.
 
 usage: dpkt_pipeline.py CAPTURE [-o OUT.msgpack]
 """
@@ -20,7 +18,11 @@ import time
 from collections import deque
 
 import dpkt
+import hpack
 import msgpack
+from hyperframe.exceptions import HyperframeError
+from hyperframe.frame import (ContinuationFrame, DataFrame, Frame, HeadersFrame, PushPromiseFrame,
+                              RstStreamFrame, SettingsFrame)
 
 # dpkt 1.9.8's method table has no PATCH: every PATCH request would be an UnpackError.
 dpkt.http.Request._Request__methods["PATCH"] = None
@@ -135,7 +137,27 @@ class Http1:
         self.parse(out, halves[self.client], self.requests, ts)
         self.parse(out, halves[1 - self.client], self.responses, ts)
         while self.requests and self.responses:
-            out.write(self.conn, self.client, *self.requests.popleft(), *self.responses.popleft())
+            (req, req_size, req_ts), (resp, resp_size, resp_ts) = self.requests.popleft(), self.responses.popleft()
+            rh, sh = req.headers, resp.headers
+            out.write(self.conn, self.client, {
+                "version": req.version,
+                "method": req.method,
+                "path": req.uri,
+                "host": rh.get("host"),
+                "status": int(resp.status),
+                "request_content_type": rh.get("content-type"),
+                "response_content_type": sh.get("content-type"),
+                "request_body_size": len(req.body),
+                "response_body_size": len(resp.body),
+                "request_wire_size": req_size,
+                "response_wire_size": resp_size,
+                "request_ts": req_ts,
+                "response_ts": resp_ts,
+            })
+
+    def leftovers(self):
+        """(requests without a response, responses without a request) when the connection ends."""
+        return len(self.requests), len(self.responses)
 
     def parse(self, out, half, queue, ts):
         buf = half.buf

@@ -3,7 +3,7 @@
 
 Stages live in their own .pxi files and are included here so gcc can inline
 across them: source (capture files) -> decode (link, IP, TCP) -> flow (table,
-lifetimes) -> stream (TCP reassembly) -> http1 / http2 + hpack (parsers) ->
+lifetimes) -> stream (TCP reassembly) -> http1 / http2 + hpack / tls (parsers) ->
 txn (the first Python object, one per exchange) -> record (msgpack), driven
 by engine.
 """
@@ -17,6 +17,7 @@ include "txn.pxi"
 include "hpack.pxi"
 include "http1.pxi"
 include "http2.pxi"
+include "tls.pxi"
 include "stream.pxi"
 include "flow.pxi"
 include "engine.pxi"

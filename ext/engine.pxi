@@ -36,18 +36,22 @@ cdef list flow_pending(Flow* f):
         f.pending = <PyObject*>lst
     return <list>f.pending
 
-cdef Txn txn_new(Engine eng, Flow* f):
-    cdef Txn t = Txn.__new__(Txn)
+# (client address, client port, server address, server port, community id),
+# made once per connection when its first record is
+cdef tuple flow_info(Flow* f):
     cdef tuple info
-    cdef int c = f.client
     if f.info == NULL:
         a = addr_str(f.key.a, f.key.ipver)
         b = addr_str(f.key.b, f.key.ipver)
-        info = (a, f.key.pa, b, f.key.pb) if c == 0 else (b, f.key.pb, a, f.key.pa)
+        info = (a, f.key.pa, b, f.key.pb) if f.client <= 0 else (b, f.key.pb, a, f.key.pa)
         info += (community_id(&f.key),)
         Py_INCREF(info)
         f.info = <PyObject*>info
-    info = <tuple>f.info
+    return <tuple>f.info
+
+cdef Txn txn_new(Engine eng, Flow* f):
+    cdef Txn t = Txn.__new__(Txn)
+    cdef tuple info = flow_info(f)
     t.client_addr, t.client_port, t.server_addr, t.server_port, t.community_id = info
     t.flow_id = f.id
     if not f.syn_seen:
@@ -97,7 +101,7 @@ cdef class Engine:
     cdef uint64_t h2_anom[<int>H2A_COUNT]
     cdef uint64_t packets, bytes, tcp_segments, flows, flows_timed_out, flows_evicted
     cdef uint64_t transactions, gaps, gap_bytes, retransmissions, overlaps, overlaps_diff
-    cdef uint64_t ooo_segments, ooo_overflows, flows_reused
+    cdef uint64_t ooo_segments, ooo_overflows, flows_reused, tls_records, tls_malformed
 
     def __cinit__(self, memory_budget=256 << 20, ooo_cap=4 << 20, idle_timeout=300.0,
                   closed_timeout=10.0):
@@ -270,11 +274,13 @@ cdef class Engine:
         skipped = {SKIP_NAMES[i]: self.dc.skipped[i] for i in range(<int>SK_COUNT) if self.dc.skipped[i]}
         anomalies = {H1_ANOMALY_NAMES[i]: self.h1_anom[i] for i in range(<int>HA_COUNT) if self.h1_anom[i]}
         anomalies.update({H2_ANOMALY_NAMES[i]: self.h2_anom[i] for i in range(<int>H2A_COUNT) if self.h2_anom[i]})
+        if self.tls_malformed:
+            anomalies["tls_malformed_hello"] = self.tls_malformed
         return {
             "packets": self.packets, "bytes": self.bytes, "tcp_segments": self.tcp_segments,
             "flows": self.flows, "flows_reused": self.flows_reused,
             "flows_timed_out": self.flows_timed_out, "flows_evicted": self.flows_evicted,
-            "transactions": self.transactions, "gaps": self.gaps, "gap_bytes": self.gap_bytes,
+            "transactions": self.transactions, "tls_records": self.tls_records, "gaps": self.gaps, "gap_bytes": self.gap_bytes,
             "retransmissions": self.retransmissions, "overlaps": self.overlaps,
             "overlaps_with_different_data": self.overlaps_diff,
             "out_of_order_segments": self.ooo_segments, "reassembly_overflows": self.ooo_overflows,
@@ -291,5 +297,6 @@ cdef void flow_release(Engine eng, Flow* f):
     h2_free(eng, f)
     Py_XDECREF(f.pending)
     Py_XDECREF(f.info)
+    Py_XDECREF(f.tls)
     eng.mem -= sizeof(Flow) + 2 * sizeof(Flow*)
     free(f)

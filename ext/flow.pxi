@@ -23,6 +23,7 @@ cdef struct Flow:
     uint8_t on_closed_list
     uint8_t app                 # APP_*: which parser the bytes go to
     H2Conn* h2                  # HTTP/2 state once the connection speaks it
+    PyObject* tls               # TlsInfo of an encrypted connection
     uint64_t id
     int64_t first_ts
     int64_t last_ts
@@ -36,6 +37,7 @@ cdef enum:
     APP_UNKNOWN = 0             # no payload yet
     APP_H1 = 1
     APP_H2 = 2
+    APP_TLS = 3
 
 cdef struct FlowList:
     Flow* head

@@ -157,9 +157,55 @@ cdef class RecordEncoder:
         """msgpack bytes of one record per Txn in txns."""
         self.b.n = 0
         for t in txns:
-            self.put(<Txn>t)
+            if type(t) is Txn:
+                self.put(<Txn>t)
+            else:
+                self.put_tls(<TlsInfo>t)
         self.count += len(txns)
         return PyBytes_FromStringAndSize(self.b.p, self.b.n)
+
+    cdef int put_tls(self, TlsInfo t) except -1:
+        cdef WBuf* b = &self.b
+        cdef size_t hdr, keys = 9
+        wb_reserve(b, 5)
+        hdr = b.n
+        b.n += 5
+        wb_key(b, b"type"); wb_str(b, b"tls", 3)
+        wb_key(b, b"v"); wb_int(b, 1)
+        wb_key(b, b"start_ns"); wb_int(b, t.start_ns or t.end_ns)
+        wb_key(b, b"network.community_id"); wb_pystr(b, t.community_id)
+        wb_key(b, b"network.transport"); wb_str(b, b"tcp", 3)
+        wb_key(b, b"client.address"); wb_pystr(b, t.client_addr)
+        wb_key(b, b"client.port"); wb_int(b, t.client_port)
+        wb_key(b, b"server.address"); wb_pystr(b, t.server_addr)
+        wb_key(b, b"server.port"); wb_int(b, t.server_port)
+        if t.server_name is not None:
+            wb_key(b, b"tls.client.server_name"); wb_pystr(b, t.server_name)
+            keys += 1
+        if t.alpn_offered is not None:
+            wb_key(b, b"sensor.tls.alpn_offered"); wb_strlist(b, t.alpn_offered)
+            keys += 1
+        if t.versions_offered is not None:
+            wb_key(b, b"sensor.tls.versions_offered"); wb_strlist(b, t.versions_offered)
+            keys += 1
+        if t.version is not None:
+            wb_key(b, b"tls.protocol.version"); wb_pystr(b, t.version)
+            wb_key(b, b"sensor.tls.cipher_suite"); wb_pystr(b, t.cipher)
+            keys += 2
+        if t.alpn is not None:
+            wb_key(b, b"tls.next_protocol"); wb_pystr(b, t.alpn)
+            keys += 1
+        wb_key(b, b"sensor.completeness")
+        wb_array(b, 0 if not t.flags else len(t.completeness))
+        if t.flags:
+            for flag in t.completeness:
+                wb_pystr(b, flag)
+        keys += 1
+        b.p[hdr] = <char>0xDF
+        b.n, hdr = hdr + 1, b.n
+        wb_be(b, keys, 4)
+        b.n = hdr
+        return 0
 
     cdef int put(self, Txn t) except -1:
         cdef WBuf* b = &self.b

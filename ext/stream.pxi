@@ -38,6 +38,8 @@ cdef inline void app_data(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t
         app_detect(eng, f, d, p, n)
     if f.app == APP_H2:
         h2_data(eng, f, d, p, n, ts)
+    elif f.app == APP_TLS:
+        tls_data(eng, f, d, p, n, ts)
     else:
         h1_data(eng, f, d, p, n, ts)
 
@@ -54,6 +56,10 @@ cdef void app_detect(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n):
         f.h2.dir[d].synced = 1
         f.h2.dir[1 - d].synced = f.syn_seen
         f.h2.dir[1 - d].preface = H2_PREFACE_LEN     # skipped if it comes (checked)
+    elif tls_looks_like_hello(p, n):
+        f.app = APP_TLS
+        if f.client < 0:
+            f.client = d if p[5] == 1 else 1 - d
     elif not f.syn_seen and sniff_start(p, n) == SL_NONE and h2_chain(p, n):
         h2_start(eng, f, True)          # joined an HTTP/2 connection mid-stream
     else:
@@ -205,7 +211,7 @@ cdef void stream_segment(Engine eng, Flow* f, int d, Segment* s):
         if not h.seq_known:
             h.next_seq = seq        # joined mid-stream
             h.seq_known = 1
-        if f.app == APP_H1 and h.h1.state == H1_OFF:
+        if (f.app == APP_H1 or f.app == APP_TLS) and h.h1.state == H1_OFF:
             h.next_seq = seq + w if sdiff(seq + w, h.next_seq) > 0 else h.next_seq
         else:
             rel = sdiff(seq, h.next_seq)
@@ -261,3 +267,4 @@ cdef void stream_finish(Engine eng, Flow* f):
             h1_eof(eng, f, d, False)
         seg_free_all(eng, &f.half[d])
     h2_finish(eng, f)
+    tls_emit(eng, f)
