@@ -190,6 +190,131 @@ class Http1:
                 queue.append((msg, n, ts))
 
 
+class H2Stream:
+    """One HTTP/2 stream. Every pair is indexed 0 for the request, 1 for the response."""
+    __slots__ = ("headers", "body", "wire", "ts", "ended")
+
+    def __init__(self):
+        self.headers = [None, None]   # decoded fields of the request and of the final response
+        self.body = [0, 0]            # DATA bytes without padding
+        self.wire = [0, 0]            # HEADERS / CONTINUATION / DATA frames, 9-byte frame headers included
+        self.ts = [0.0, 0.0]          # capture time of the message's last frame
+        self.ended = [False, False]
+
+
+class Http2:
+    """HTTP/2 on one connection, read passively: hyperframe for framing, one hpack.Decoder per direction.
+
+    Not h2.H2Connection: it is an endpoint, and an observer is neither. Fed the client's bytes as a
+    server, it enforces its own receive window (the real server's WINDOW_UPDATEs are not its own) and
+    raises FlowControlError on the first upload over 64 KB; fed the server's bytes as a client, it
+    raises ProtocolError on every response, which comes on a stream it never opened. Frames and HPACK
+    are all an observer needs, and they read both directions alike.
+    """
+    __slots__ = ("conn", "client", "decoders", "block", "streams")
+
+    def __init__(self, conn, client):
+        self.conn = conn
+        self.client = client
+        del conn.halves[client].buf[:len(H2_PREFACE)]
+        self.decoders = (hpack.Decoder(), hpack.Decoder())   # by sending side: each direction has its own table
+        self.block = [None, None]   # per side, a header block awaiting CONTINUATION: (first frame, bytes so far)
+        self.streams = {}
+
+    def feed(self, out, ts):
+        try:
+            for side in (self.client, 1 - self.client):
+                buf = self.conn.halves[side].buf
+                pos = 0
+                with memoryview(buf) as mv:
+                    while len(buf) - pos >= 9:
+                        f, length = Frame.parse_frame_header(mv[pos:pos + 9])
+                        if len(buf) - pos - 9 < length:
+                            break
+                        f.parse_body(mv[pos + 9:pos + 9 + length])
+                        pos += 9 + length
+                        self.frame(out, side, f, 9 + length, ts)
+                del buf[:pos]
+        except (HyperframeError, hpack.HPACKError):
+            out.errors += 1   # the HPACK tables are out of step from here on: give up on the connection
+            self.conn.app = False
+
+    def frame(self, out, side, f, size, ts):
+        if isinstance(f, SettingsFrame):
+            if SettingsFrame.HEADER_TABLE_SIZE in f.settings:   # bounds the table the *other* side encodes with
+                self.decoders[1 - side].max_allowed_table_size = f.settings[SettingsFrame.HEADER_TABLE_SIZE]
+            return
+        if isinstance(f, RstStreamFrame):
+            s = self.streams.pop(f.stream_id, None)
+            if s:
+                self.close(out, s)
+            return
+        if isinstance(f, (HeadersFrame, PushPromiseFrame)):
+            self.block[side] = (f, f.data)
+            if isinstance(f, HeadersFrame) and f.stream_id not in self.streams:
+                self.streams[f.stream_id] = H2Stream()
+        elif isinstance(f, ContinuationFrame):
+            first, data = self.block[side]
+            self.block[side] = (first, data + f.data)
+        elif not isinstance(f, DataFrame):
+            return   # PING, WINDOW_UPDATE, PRIORITY, GOAWAY, extensions: nothing for the records
+        role = 0 if side == self.client else 1
+        s = self.streams.get(f.stream_id)   # None: DATA after the stream was closed by RST_STREAM
+        if s:
+            s.wire[role] += size
+            s.ts[role] = ts
+        if isinstance(f, DataFrame):
+            end = "END_STREAM" in f.flags
+            if s:
+                s.body[role] += len(f.data)
+        else:
+            if "END_HEADERS" not in f.flags:
+                return
+            first, data = self.block[side]
+            self.block[side] = None
+            fields = dict(self.decoders[side].decode(data))
+            if isinstance(first, PushPromiseFrame) or not s:
+                return   # decoded anyway: every header block updates the HPACK table
+            end = "END_STREAM" in first.flags
+            if s.headers[role] is None:
+                if role and fields.get(":status", "")[:1] == "1" and not end:
+                    out.interim += 1   # 1xx: the final response follows
+                else:
+                    s.headers[role] = fields
+            # else trailers: only their size and END_STREAM matter here
+        if end and s:
+            s.ended[role] = True
+            if s.ended[1 - role]:
+                self.close(out, self.streams.pop(f.stream_id))
+
+    def close(self, out, s):
+        """A stream ended (END_STREAM both ways, or RST_STREAM): a transaction if both messages were seen."""
+        req, resp = s.headers
+        if req is None or resp is None:
+            out.unanswered += req is not None
+            out.unpaired += resp is not None
+            return
+        out.write(self.conn, self.client, {
+            "version": "2",
+            "method": req.get(":method"),
+            "path": req.get(":path"),
+            "host": req.get(":authority", req.get("host")),
+            "status": int(resp[":status"]),
+            "request_content_type": req.get("content-type"),
+            "response_content_type": resp.get("content-type"),
+            "request_body_size": s.body[0],
+            "response_body_size": s.body[1],
+            "request_wire_size": s.wire[0],
+            "response_wire_size": s.wire[1],
+            "request_ts": s.ts[0],
+            "response_ts": s.ts[1],
+        })
+
+    def leftovers(self):
+        left = [s.headers for s in self.streams.values()]
+        return sum(q is not None for q, _ in left), sum(q is None and r is not None for q, r in left)
+
+
 class Conn:
     __slots__ = ("ends", "halves", "app")
 
@@ -218,9 +343,9 @@ class Conn:
         """Decide the protocol from the first bytes either side sent (never from ports)."""
         for side, half in enumerate(self.halves):
             buf = half.buf
-            if buf.startswith(H2_PREFACE):
-                out.h2_connections += 1   # HTTP/2 prior knowledge: not parsed yet (see module doc)
-                return False
+            if buf and H2_PREFACE.startswith(buf[:len(H2_PREFACE)]):
+                # HTTP/2 prior knowledge; a preface cut short is awaited ("PRI *" is also a request line)
+                return Http2(self, side) if len(buf) >= len(H2_PREFACE) else None
             if buf.startswith(b"HTTP/"):
                 return Http1(self, 1 - side)
             if REQUEST_LINE.match(buf):
@@ -237,36 +362,24 @@ class Output:
     def __init__(self, f):
         self.f = f
         self.pack = msgpack.Packer().pack
-        self.transactions = self.interim = self.unpaired = self.unanswered = self.errors = 0
-        self.h2_connections = self.other_connections = 0
+        self.http1 = self.http2 = self.interim = self.unpaired = self.unanswered = self.errors = 0
+        self.other_connections = 0
 
     def drop(self, conn):
         """Count what a connection leaves unpaired when it ends."""
         if conn.app:
-            self.unanswered += len(conn.app.requests)
-            self.unpaired += len(conn.app.responses)
+            unanswered, unpaired = conn.app.leftovers()
+            self.unanswered += unanswered
+            self.unpaired += unpaired
 
-    def write(self, conn, client, req, req_size, req_ts, resp, resp_size, resp_ts):
-        self.transactions += 1
-        rh, sh = req.headers, resp.headers
-        self.f.write(self.pack({
-            "version": req.version,
-            "method": req.method,
-            "path": req.uri,
-            "host": rh.get("host"),
-            "status": int(resp.status),
-            "request_content_type": rh.get("content-type"),
-            "response_content_type": sh.get("content-type"),
-            "request_body_size": len(req.body),
-            "response_body_size": len(resp.body),
-            "request_wire_size": req_size,
-            "response_wire_size": resp_size,
-            "client": address(conn.ends[client]),
-            "server": address(conn.ends[1 - client]),
-            "request_ts": req_ts,
-            "response_ts": resp_ts,
-        }))
-
+    def write(self, conn, client, rec):
+        if rec["version"] == "2":
+            self.http2 += 1
+        else:
+            self.http1 += 1
+        rec["client"] = address(conn.ends[client])
+        rec["server"] = address(conn.ends[1 - client])
+        self.f.write(self.pack(rec))
 
 def open_reader(f):
     magic = f.read(4)
@@ -310,8 +423,8 @@ def run(capture, out_path):
                 del conns[key]
         for conn in conns.values():
             out.drop(conn)
-    return {"packets": packets, "bytes": nbytes, "transactions": out.transactions,
-            "http1_transactions": out.transactions, "h2_connections_not_parsed": out.h2_connections,
+    return {"packets": packets, "bytes": nbytes, "transactions": out.http1 + out.http2,
+            "http1_transactions": out.http1, "http2_transactions": out.http2,
             "other_connections": out.other_connections, "interim_responses": out.interim,
             "unpaired_responses": out.unpaired, "unanswered_requests": out.unanswered,
             "parse_errors": out.errors}
