@@ -96,6 +96,8 @@ cdef class Engine:
     cdef uint64_t mem, budget, ooo_cap
     cdef int64_t idle_timeout, closed_timeout, now, last_sweep
     cdef uint32_t emit_flags
+    cdef uint32_t h2_max_streams, h2_max_block, h2_max_header_list
+    cdef uint64_t h2_max_frames
     cdef uint64_t next_id
     cdef uint64_t h1_anom[<int>HA_COUNT]
     cdef uint64_t h2_anom[<int>H2A_COUNT]
@@ -104,7 +106,12 @@ cdef class Engine:
     cdef uint64_t ooo_segments, ooo_overflows, flows_reused, tls_records, tls_malformed
 
     def __cinit__(self, memory_budget=256 << 20, ooo_cap=4 << 20, idle_timeout=300.0,
-                  closed_timeout=10.0):
+                  closed_timeout=10.0, h2_max_streams=1024, h2_max_header_block=256 << 10,
+                  h2_max_header_list=64 << 10, h2_max_frames=10_000_000):
+        """Limits: memory_budget (bytes of flow state, evictions counted),
+        ooo_cap (out-of-order bytes held per direction), HTTP/2 streams open
+        per connection, header block bytes (HEADERS+CONTINUATION), decoded
+        header list bytes, frames per connection; every hit is counted."""
         memset(&self.dc, 0, sizeof(DecodeCtx))
         self.table = FlowTable()
         self.out = []
@@ -112,6 +119,10 @@ cdef class Engine:
         self.ooo_cap = ooo_cap
         self.idle_timeout = <int64_t>(idle_timeout * SEC)
         self.closed_timeout = <int64_t>(closed_timeout * SEC)
+        self.h2_max_streams = max(1, h2_max_streams)
+        self.h2_max_block = h2_max_header_block
+        self.h2_max_header_list = h2_max_header_list
+        self.h2_max_frames = h2_max_frames
 
     def __dealloc__(self):
         if self.table is not None:

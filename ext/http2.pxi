@@ -8,11 +8,11 @@
 # gap the parser finds frame boundaries again at segment starts and HPACK
 # marks what it cannot know (hpack_unknown) instead of guessing.
 
+# Limits against hostile peers are Engine options (h2_max_streams, ...); each
+# hit is counted in h2_anom.
 cdef enum:
     H2_PREFACE_LEN = 24
-    H2_MAX_BLOCK = 262144           # HEADERS + CONTINUATION bytes of one block
     H2_MAX_CONTROL = 65536          # payload kept of other non-DATA frames
-    H2_MAX_STREAMS = 1024           # open streams per connection
     H2_TABLE_MIDSTREAM = 65536      # assumed HPACK table bound when SETTINGS were not seen
 
 cdef enum:
@@ -40,10 +40,13 @@ cdef enum H2Anomaly:
     H2A_HPACK_ERROR
     H2A_LOST_SYNC
     H2A_BROKEN_BLOCK
+    H2A_TOO_MANY_FRAMES
+    H2A_HEADER_LIST_TOO_LARGE
     H2A_COUNT
 
 H2_ANOMALY_NAMES = ("h2_bad_frame", "h2_header_block_too_large", "h2_too_many_streams",
-                    "h2_hpack_error", "h2_lost_frame_sync", "h2_interrupted_header_block")
+                    "h2_hpack_error", "h2_lost_frame_sync", "h2_interrupted_header_block",
+                    "h2_too_many_frames", "h2_header_list_too_large")
 
 cdef const char* H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -91,6 +94,8 @@ cdef struct H2Dir:
 
 cdef struct H2Conn:
     H2Dir dir[2]
+    uint64_t frames
+    uint8_t off                 # given up (frame flood): bytes are ignored
     H2Stream* streams
     uint32_t nstreams
     uint32_t cap
@@ -151,7 +156,7 @@ cdef H2Conn* h2_start(Engine eng, Flow* f, bint midstream) except NULL:
     if c == NULL:
         raise MemoryError()
     for d in range(2):
-        dec = HpackDecoder(H2_TABLE_MIDSTREAM if midstream else 4096, 65536, midstream)
+        dec = HpackDecoder(H2_TABLE_MIDSTREAM if midstream else 4096, eng.h2_max_header_list, midstream)
         Py_INCREF(dec)
         c.dir[d].hpack = <PyObject*>dec
     f.h2 = c
@@ -208,10 +213,12 @@ cdef H2Stream* h2_stream_new(Engine eng, Flow* f, H2Conn* c, uint32_t sid) noexc
     cdef uint32_t ncap
     cdef H2Stream* ns
     if c.nstreams == c.cap:
-        if c.cap >= H2_MAX_STREAMS:
+        if c.cap >= eng.h2_max_streams:
             eng.h2_anom[<int>H2A_TOO_MANY_STREAMS] += 1
             return NULL
         ncap = c.cap * 2 if c.cap else 8
+        if ncap > eng.h2_max_streams:
+            ncap = eng.h2_max_streams
         ns = <H2Stream*>realloc(c.streams, ncap * sizeof(H2Stream))
         if ns == NULL:
             return NULL
@@ -284,6 +291,8 @@ cdef void h2_block(Engine eng, Flow* f, int d, int64_t ts):
     cdef bint is_request
     if hf & HP_ERROR:
         eng.h2_anom[<int>H2A_HPACK_ERROR] += 1
+    if hf & HP_TOO_LARGE:
+        eng.h2_anom[<int>H2A_HEADER_LIST_TOO_LARGE] += 1
     # who is the client? (a mid-stream attach may not know yet)
     if f.client < 0:
         for name, value in fields:
@@ -564,6 +573,8 @@ cdef void h2_frame_end(Engine eng, Flow* f, int d, H2Dir* x, int64_t ts):
 cdef void h2_data(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n, int64_t ts):
     cdef H2Dir* x = &f.h2.dir[d]
     cdef uint32_t k
+    if f.h2.off:
+        return
     if x.preface:
         k = n if n < x.preface else x.preface
         if memcmp(p, H2_PREFACE + (H2_PREFACE_LEN - x.preface), k) != 0:
@@ -588,6 +599,12 @@ cdef void h2_data(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n, int6
             n -= k
             if x.hdr_len < 9:
                 return
+            f.h2.frames += 1
+            if f.h2.frames > eng.h2_max_frames:
+                # a peer that floods frames gets no more parsing on this connection
+                eng.h2_anom[<int>H2A_TOO_MANY_FRAMES] += 1
+                f.h2.off = 1
+                return
             h2_frame_begin(eng, f, d, x, ts)
         else:
             k = n if n < x.left else x.left
@@ -595,7 +612,7 @@ cdef void h2_data(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n, int6
                 h2_data_bytes(eng, f, d, x, p, k)
             elif x.type == FT_HEADERS or x.type == FT_PUSH_PROMISE or x.type == FT_CONTINUATION:
                 if x.in_block and not x.block_drop:
-                    if x.blen + k > H2_MAX_BLOCK or not h2_buf_append(eng, x, p, k):
+                    if x.blen + k > eng.h2_max_block or not h2_buf_append(eng, x, p, k):
                         eng.h2_anom[<int>H2A_BLOCK_TOO_LARGE] += 1
                         x.block_drop = 1
                         (<HpackDecoder>x.hpack).lost_sync()

@@ -75,8 +75,13 @@ def main():
               help="MiB for flow state and reassembly; beyond it the oldest flows are evicted (counted).")
 @click.option("--idle-timeout", type=click.FloatRange(1, None), default=300.0, show_default=True,
               help="Seconds of packet time after which a silent connection is closed.")
+@click.option("--h2-max-streams", type=click.IntRange(1, None), default=1024, show_default=True,
+              help="Open HTTP/2 streams kept per connection; more are counted and not tracked.")
+@click.option("--h2-max-header-block", type=click.IntRange(1024, None), default=256 << 10, show_default=True,
+              help="Bytes of one HTTP/2 header block (HEADERS + CONTINUATION); larger blocks are dropped, counted.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
-def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, quiet):
+def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, h2_max_streams,
+           h2_max_header_block, quiet):
     """Read pcap/pcapng captures (optionally gzip-compressed) and write one
     record per HTTP transaction.
 
@@ -95,7 +100,8 @@ def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, quiet):
     progress = _Progress() if sys.stderr.isatty() and not quiet else None
     try:
         res = run_replay(files, writer, progress=progress,
-                         memory_budget=memory_budget << 20, idle_timeout=idle_timeout)
+                         memory_budget=memory_budget << 20, idle_timeout=idle_timeout,
+                         h2_max_streams=h2_max_streams, h2_max_header_block=h2_max_header_block)
     finally:
         writer.close()
         if progress:
