@@ -3,13 +3,15 @@
 
 Default mode, on the same capture in the same run, each pinned to one core and
 taken best of N: the bare C walk over the pcap record headers (bench/cwalk.c),
-the dpkt pipeline (bench/dpkt_pipeline.py) and `sensor replay CAPTURE -o OUT`.
+the dpkt+h2 pipeline (bench/dpkt_pipeline.py) and `sensor replay CAPTURE -o OUT`.
 --rss-scaling BIG runs only the sensor, on the default capture and on BIG (~1 GB),
-and compares peak RSS. Each mode rewrites its own section of the page.
+and compares peak RSS. --profile runs the sensor under `perf record` and times its
+start-up on an empty capture. Each mode rewrites its own section of the page.
 
   python3 bench/run.py                      # capture: /tmp/http-bench-full.pcap
   python3 bench/run.py --generate --dpkt-runs 1 --sensor /tmp/benchvenv/bin/sensor
   python3 bench/run.py --rss-scaling /tmp/http-bench-1000mb.pcap --generate
+  python3 bench/run.py --profile --sensor /tmp/benchvenv/bin/sensor
 """
 import argparse
 import datetime
@@ -19,6 +21,7 @@ import platform
 import re
 import shlex
 import shutil
+import struct
 import subprocess
 import sys
 import tempfile
@@ -33,9 +36,11 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 MAKE_TRAFFIC = REPO.parent / "shared" / "bench" / "make-traffic.sh"
 DEFAULT_CAPTURE = "/tmp/http-bench-full.pcap"
-TARGET_VS_DPKT = 30     # sensor throughput >= 30x the dpkt pipeline
+TARGET_VS_DPKT = 30     # sensor throughput >= 30x the dpkt+h2 pipeline
 TARGET_VS_CWALK = 6     # sensor wall time <= 6x the bare C walk
 TARGET_RSS = 1.20       # peak RSS on ~1 GB <= 1.2x peak RSS on ~200 MB
+PERF_HZ = 10000         # perf sampling rate: ~5,000 samples over a half-second replay
+PERF_TOP = 20           # symbols listed
 
 
 def log(msg):
@@ -151,10 +156,10 @@ def mib(kib):
 PAGE = """# Performance
 
 How fast `sensor replay` turns a capture into records, against two references
-measured in the same run on the same capture: a clean dpkt pipeline doing the
+measured in the same run on the same capture: a clean dpkt+h2 pipeline doing the
 same job in Python (`bench/dpkt_pipeline.py`) and a bare C walk over the pcap
 record headers (`bench/cwalk.c`), the floor any reader pays. Targets, on one
-core, end to end with records written: at least {vs_dpkt}x the dpkt pipeline's
+core, end to end with records written: at least {vs_dpkt}x the dpkt+h2 pipeline's
 throughput and within {vs_cwalk}x of the C walk's wall time; peak RSS on a ~1 GB
 capture within {rss_pct}% of that on the ~200 MB one.
 
@@ -173,12 +178,17 @@ command that produced it: regenerate them rather than edit them.
 <!-- bench:rss -->
 {rss}<!-- /bench:rss -->
 
+## Where the time goes
+
+<!-- bench:profile -->
+{profile}<!-- /bench:profile -->
+
 ## The three readers
 
 - **cwalk**: `read(2)` in 4 MiB windows, walks the 16-byte record headers,
   counts packets and sums caplen, never looks at a payload. run.py compiles it
   with `cc -O2`.
-- **dpkt pipeline**: `dpkt.pcap.Reader` -> Ethernet / Linux SLL / NULL / raw IP
+- **dpkt+h2 pipeline**: `dpkt.pcap.Reader` -> Ethernet / Linux SLL / NULL / raw IP
   -> IPv4 / IPv6 -> TCP; per-flow, per-direction reassembly by sequence number
   (in-order append, segments ahead of a hole buffered until it fills,
   retransmitted bytes trimmed); HTTP/1.x with `dpkt.http.Request` /
@@ -191,11 +201,14 @@ command that produced it: regenerate them rather than edit them.
   chunk size" at a chunk boundary taken as "need more data"; stray CRLFs between
   messages skipped (dpkt leaves them when a chunked body's last CRLF comes in a
   later segment); responses queued when a server answers before the request body
-  is complete (nginx `return` rules). **HTTP/1.x only for now**: HTTP/2
-  connections are recognised by their preface, their packets decoded and
-  reassembled but not parsed, so on this mix (~43 % of transactions are HTTP/2)
-  the baseline does less work than the sensor. A later issue adds an `h2`-based
-  handler (the "dpkt+h2" pipeline) where `Conn.detect()` recognises the preface.
+  is complete (nginx `return` rules). HTTP/2 (h2c prior knowledge, recognised
+  by the client preface) with the `h2` project's `hyperframe` (framing) and
+  `hpack` (one decoder per direction, its table size bound by the peer's
+  SETTINGS): one record per stream once it has ended both ways or been reset,
+  1xx and trailers skipped, PUSH_PROMISE blocks decoded only to keep HPACK in
+  step. Not `h2.H2Connection`: it is an endpoint, so fed one side's bytes it
+  enforces a flow-control window that is not its own or rejects responses on
+  streams it never opened (comment in `Http2`).
 - **sensor**: `sensor replay CAPTURE -o OUT.msgpack`; its records are counted
   with `msgpack.Unpacker`.
 """
@@ -205,7 +218,7 @@ def write_page(path, **sections):
     """Rewrite the page, keeping the sections this run did not measure."""
     old = path.read_text() if path.exists() else ""
     body = {}
-    for name in ("throughput", "rss"):
+    for name in ("throughput", "rss", "profile"):
         kept = re.search(rf"<!-- bench:{name} -->\n(.*?)<!-- /bench:{name} -->", old, re.S)
         body[name] = sections.get(name) or (kept.group(1) if kept else "Not measured yet.\n")
     path.write_text(PAGE.format(vs_dpkt=TARGET_VS_DPKT, vs_cwalk=TARGET_VS_CWALK,
@@ -260,13 +273,13 @@ def run_throughput(args, tmp):
         "| reader | runs | wall s | CPU s | packets/s | MB/s | transactions | transactions/s | peak RSS |",
         "|---|---|---:|---:|---:|---:|---:|---:|---:|",
         row("bare C walk (`cwalk`)", cw, size, packets),
-        row("dpkt pipeline (HTTP/1.x only)", dp, size, packets),
+        row("dpkt+h2 pipeline", dp, size, packets),
         row("`sensor replay`", se, size, packets),
         "",
     ]
     if se:
         vs_dpkt, vs_cwalk = dp["wall"] / se["wall"], se["wall"] / cw["wall"]
-        lines += [f"- sensor / dpkt pipeline throughput: **{vs_dpkt:.1f}x** (target >= {TARGET_VS_DPKT}x: "
+        lines += [f"- sensor / dpkt+h2 pipeline throughput: **{vs_dpkt:.1f}x** (target >= {TARGET_VS_DPKT}x: "
                   f"{verdict(vs_dpkt >= TARGET_VS_DPKT)})",
                   f"- sensor wall time / C walk wall time: **{vs_cwalk:.1f}x** (target <= {TARGET_VS_CWALK}x: "
                   f"{verdict(vs_cwalk <= TARGET_VS_CWALK)})"]
@@ -279,14 +292,12 @@ def run_throughput(args, tmp):
         gt = ground_truth(manifest)
         lines.append(f"| ground truth | {gt['1.x']:,} | {gt['2']:,} | {gt['total']:,} |")
     s = dp["summary"]
-    h2 = (f"not parsed ({s['h2_connections_not_parsed']:,} connections)" if s["h2_connections_not_parsed"]
-          else f"{dp['versions']['2']:,}")
-    lines.append(f"| dpkt pipeline | {dp['versions']['1.x']:,} | {h2} | {dp['transactions']:,} |")
+    lines.append(f"| dpkt+h2 pipeline | {dp['versions']['1.x']:,} | {dp['versions']['2']:,} | {dp['transactions']:,} |")
     if se:
         v = se["versions"]
         lines.append(f"| sensor | {v['1.x']:,} | {v['2']:,} | {se['transactions']:,}"
                      + (f" ({v['?']:,} without a version)" if v["?"] else "") + " |")
-    lines += ["", f"dpkt pipeline also saw {s['interim_responses']:,} interim (1xx) responses, "
+    lines += ["", f"dpkt+h2 pipeline also saw {s['interim_responses']:,} interim (1xx) responses, "
               f"{s['parse_errors']:,} parse errors, {s['unpaired_responses']:,} responses and "
               f"{s['unanswered_requests']:,} requests left unpaired."]
     if se and se["stderr"].strip():
@@ -296,8 +307,6 @@ def run_throughput(args, tmp):
 
 
 def run_rss(args, tmp):
-    if args.no_sensor:
-        sys.exit("run.py: --rss-scaling measures the sensor; drop --no-sensor")
     cwalk = build_cwalk(tmp)
     readers, rows = [], []
     for capture, gen_size in ((args.capture, "full"), (args.rss_scaling, "1000")):
@@ -329,6 +338,59 @@ def run_rss(args, tmp):
     return "\n".join(lines) + "\n"
 
 
+def perf_report(data, keys):
+    """perf self time (no children) by keys: [(percent, samples, *key columns)], largest first."""
+    out = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "-g", "none",
+                          "--sort", keys, "-F", f"overhead,sample,{keys}"],
+                         capture_output=True, text=True, check=True).stdout
+    rows = []
+    for line in out.splitlines():
+        m = re.match(r"\s*([\d.]+)%\s+(\d+)\s+(.*\S)", line)
+        if m:
+            rows.append((float(m.group(1)), int(m.group(2)), *re.split(r"\s{2,}", m.group(3))))
+    return sorted(rows, key=lambda r: -r[0])
+
+
+def run_profile(args, tmp):
+    capture = args.capture
+    empty = os.path.join(tmp, "empty.pcap")
+    Path(empty).write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))   # pcap header, no packet
+    replay = [args.sensor, "replay", capture, "-o", "/dev/null"]
+    res = bench([("empty capture", [args.sensor, "replay", empty, "-o", "/dev/null"], args.runs),
+                 ("capture", replay, args.runs)], args.cpu)
+    data = os.path.join(tmp, "perf.data")
+    perf = ["perf", "record", "-g", "-F", str(PERF_HZ), "-o", data, "--"]
+    subprocess.run(["taskset", "-c", str(args.cpu), *perf, *replay], capture_output=True, check=True)
+    dsos, syms = perf_report(data, "dso"), perf_report(data, "dso,sym")
+    start, full = res["empty capture"], res["capture"]
+    lines = [
+        f"Measured {datetime.date.today()} with:\n",
+        f"```sh\n{command_line()}\n```\n",
+        f"- machine: {machine()}",
+        f"- sensor: {sensor_desc(args)}; capture `{capture}`, {os.path.getsize(capture):,} bytes",
+        f"- profile: `taskset -c {args.cpu} {shlex.join(perf)} {shlex.join(replay)}`, then "
+        f"`perf report --no-children --sort dso,sym`: self time of each function over the whole process "
+        f"(start-up included), {sum(r[1] for r in dsos):,} samples. CPython is built without frame pointers, "
+        "so call chains through it are not reliable: self time only",
+        "",
+        f"Start-up: `sensor replay` of an empty pcap (header only) takes **{start['wall'] * 1000:.0f} ms** "
+        f"(best of {start['runs']}, CPU {start['cpu'] * 1000:.0f} ms, peak RSS {mib(start['rss_kib'])}), "
+        f"{start['wall'] / full['wall']:.0%} of the {full['wall']:.3f} s replay of the capture "
+        f"(best of {full['runs']}, CPU {full['cpu']:.3f} s).",
+        "",
+        "| shared object | self time | samples |",
+        "|---|---:|---:|",
+        *(f"| `{dso}` | {pct:.1f} % | {n:,} |" for pct, n, dso in dsos if pct >= 0.5),
+        "",
+        f"Top {PERF_TOP} functions:",
+        "",
+        "| function | shared object | self time |",
+        "|---|---|---:|",
+        *(f"| `{sym.split('] ', 1)[-1]}` | `{dso}` | {pct:.1f} % |" for pct, _, dso, sym in syms[:PERF_TOP]),
+    ]
+    return "\n".join(lines) + "\n"
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
@@ -338,16 +400,21 @@ def main():
     ap.add_argument("--sensor-label", help="which sensor build this is (e.g. its commit), shown on the page")
     ap.add_argument("--no-sensor", action="store_true", help="measure the baselines only")
     ap.add_argument("--runs", type=int, default=3, help="runs per reader, best wall time wins (default 3)")
-    ap.add_argument("--dpkt-runs", type=int, help="runs of the dpkt pipeline (default: --runs)")
+    ap.add_argument("--dpkt-runs", type=int, help="runs of the dpkt+h2 pipeline (default: --runs)")
     ap.add_argument("--cpu", type=int, default=1, help="core to pin to (default 1)")
     ap.add_argument("--rss-scaling", metavar="BIG_CAPTURE", help="sensor peak RSS on --capture vs BIG_CAPTURE")
+    ap.add_argument("--profile", action="store_true", help="perf profile of the sensor, and its start-up cost")
     ap.add_argument("--page", default=str(REPO / "docs" / "performance.md"))
     args = ap.parse_args()
+    if (args.rss_scaling or args.profile) and args.no_sensor:
+        sys.exit("run.py: --rss-scaling and --profile measure the sensor; drop --no-sensor")
     if not args.no_sensor and not shutil.which(args.sensor):
         sys.exit(f"run.py: sensor executable {args.sensor!r} not found (--sensor PATH, or --no-sensor)")
     with tempfile.TemporaryDirectory(prefix="sensor-bench-") as tmp:
         if args.rss_scaling:
             write_page(Path(args.page), rss=run_rss(args, tmp))
+        elif args.profile:
+            write_page(Path(args.page), profile=run_profile(args, tmp))
         else:
             write_page(Path(args.page), throughput=run_throughput(args, tmp))
 
