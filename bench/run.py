@@ -338,11 +338,11 @@ def run_rss(args, tmp):
     return "\n".join(lines) + "\n"
 
 
-def perf_report(data, keys):
+def perf_report(tmp, keys):
     """perf self time (no children) by keys: [(percent, samples, *key columns)], largest first."""
-    out = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children", "-g", "none",
+    out = subprocess.run(["perf", "report", "--stdio", "--no-children", "-g", "none",
                           "--sort", keys, "-F", f"overhead,sample,{keys}"],
-                         capture_output=True, text=True, check=True).stdout
+                         cwd=tmp, capture_output=True, text=True, check=True).stdout
     rows = []
     for line in out.splitlines():
         m = re.match(r"\s*([\d.]+)%\s+(\d+)\s+(.*\S)", line)
@@ -351,18 +351,40 @@ def perf_report(data, keys):
     return sorted(rows, key=lambda r: -r[0])
 
 
+def import_times(cmd, cpu, runs):
+    """Top-level imports under PYTHONPROFILEIMPORTTIME, each from its fastest run: {name: (ms, {child: ms})}."""
+    best = {}
+    for _ in range(runs):
+        err = subprocess.run(["taskset", "-c", str(cpu), *cmd], env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"},
+                             capture_output=True, text=True, check=True).stderr
+        children = {}
+        # post-order: an import's children are printed before it, two more spaces in per level
+        for m in re.finditer(r"^import time:\s+\d+ \|\s+(\d+) \| ( *)(\S+)$", err, re.M):
+            ms, depth, name = int(m.group(1)) / 1000, len(m.group(2)) // 2, m.group(3)
+            if depth == 1:
+                children[name] = ms
+            elif depth == 0:
+                if name not in best or ms < best[name][0]:
+                    best[name] = (ms, children)
+                children = {}
+    return best
+
+
 def run_profile(args, tmp):
     capture = args.capture
     empty = os.path.join(tmp, "empty.pcap")
     Path(empty).write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))   # pcap header, no packet
-    replay = [args.sensor, "replay", capture, "-o", "/dev/null"]
-    res = bench([("empty capture", [args.sensor, "replay", empty, "-o", "/dev/null"], args.runs),
-                 ("capture", replay, args.runs)], args.cpu)
-    data = os.path.join(tmp, "perf.data")
-    perf = ["perf", "record", "-g", "-F", str(PERF_HZ), "-o", data, "--"]
-    subprocess.run(["taskset", "-c", str(args.cpu), *perf, *replay], capture_output=True, check=True)
-    dsos, syms = perf_report(data, "dso"), perf_report(data, "dso,sym")
+    replay, replay_empty = ([args.sensor, "replay", c, "-o", "/dev/null"] for c in (capture, empty))
+    res = bench([("empty capture", replay_empty, args.runs), ("capture", replay, args.runs)], args.cpu)
+    perf = ["perf", "record", "-g", "-F", str(PERF_HZ), "-o", "perf.data", "--"]
+    subprocess.run(["taskset", "-c", str(args.cpu), *perf, *replay], cwd=tmp, capture_output=True, check=True)
+    dsos, syms = perf_report(tmp, "dso"), perf_report(tmp, "dso,sym")
     start, full = res["empty capture"], res["capture"]
+    imports = []
+    for name, (ms, kids) in sorted(import_times(replay_empty, args.cpu, args.runs).items(), key=lambda i: -i[1][0]):
+        big = ", ".join(f"`{k}` {kms:.1f}" for k, kms in sorted(kids.items(), key=lambda i: -i[1]) if kms >= 5)
+        if ms >= 2:
+            imports.append(f"`{name}` {ms:.1f} ms" + (f" ({big})" if big else ""))
     lines = [
         f"Measured {datetime.date.today()} with:\n",
         f"```sh\n{command_line()}\n```\n",
@@ -376,7 +398,9 @@ def run_profile(args, tmp):
         f"Start-up: `sensor replay` of an empty pcap (header only) takes **{start['wall'] * 1000:.0f} ms** "
         f"(best of {start['runs']}, CPU {start['cpu'] * 1000:.0f} ms, peak RSS {mib(start['rss_kib'])}), "
         f"{start['wall'] / full['wall']:.0%} of the {full['wall']:.3f} s replay of the capture "
-        f"(best of {full['runs']}, CPU {full['cpu']:.3f} s).",
+        f"(best of {full['runs']}, CPU {full['cpu']:.3f} s). Its imports under `PYTHONPROFILEIMPORTTIME=1`, "
+        f"each the fastest of {args.runs} more runs (cumulative, nested imports >= 5 ms in brackets): "
+        f"{', '.join(imports)}.",
         "",
         "| shared object | self time | samples |",
         "|---|---:|---:|",

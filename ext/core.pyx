@@ -10,6 +10,8 @@ by engine.
 from libc.stdint cimport int8_t, uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t
 from libc.stdlib cimport malloc, calloc, realloc, free
 from libc.string cimport memcpy, memcmp, memset, memmove
+from time import time_ns
+cimport cython
 
 include "source.pxi"
 include "decode.pxi"
@@ -22,3 +24,4 @@ include "stream.pxi"
 include "flow.pxi"
 include "engine.pxi"
 include "record.pxi"
+include "ring.pxi"

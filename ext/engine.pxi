@@ -274,6 +274,12 @@ cdef class Engine:
         """Feeds one packet (tests, live capture wrappers)."""
         self.packet(<const uint8_t*>data, len(data), len(data), linktype, ts_ns)
 
+    def tick(self, int64_t now_ns):
+        """Live capture with no packets: wall time moves the flow timeouts on."""
+        if now_ns > self.now:
+            self.now = now_ns
+        self.sweep()
+
     def finish(self):
         """Ends every open flow (end of input); returns the last Txn objects."""
         while self.table.active.head != NULL:

@@ -114,3 +114,65 @@ def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, h2_max_
         click.echo(_summary(res, writer.count), err=True)
     if res.errors:
         sys.exit(1)
+
+
+@main.command()
+@click.option("-i", "--interface", "ifaces", multiple=True, required=True,
+              help="Interface to capture on (repeat for several, e.g. both sides of a TAP).")
+@click.option("--bpf", default=None, help="Capture filter, libpcap syntax (e.g. 'tcp port 80').")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="Processes sharing the traffic by flow hash (PACKET_FANOUT_HASH).")
+@click.option("-o", "--output", default="-", show_default=True, help="A file path, or - for stdout.")
+@click.option("--format", "fmt", type=click.Choice(["msgpack", "jsonl"]), default="msgpack", show_default=True)
+@click.option("--raw-targets", is_flag=True, help="Also record raw request-targets (query values leave the sensor).")
+@click.option("--snaplen", type=click.IntRange(64, 262144), default=262144, show_default=True)
+@click.option("--ring-size", type=click.IntRange(2, 4096), default=64, show_default=True,
+              help="MiB of kernel receive ring per interface and worker.")
+@click.option("--no-promisc", is_flag=True, help="Do not put the interfaces in promiscuous mode.")
+@click.option("--duration", type=click.FloatRange(0, None), default=None, help="Stop after this many seconds.")
+@click.option("--count", type=click.IntRange(1, None), default=None, help="Stop after this many packets (one worker).")
+@click.option("--user", default=None, help="Drop privileges to this user once the sockets are open.")
+@click.option("--memory-budget", type=click.IntRange(16, None), default=256, show_default=True,
+              help="MiB for flow state per worker; beyond it the oldest flows are evicted (counted).")
+@click.option("--idle-timeout", type=click.FloatRange(1, None), default=300.0, show_default=True)
+@click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
+def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, no_promisc, duration,
+            count, user, memory_budget, idle_timeout, quiet):
+    """Capture live from network interfaces (SPAN/mirror ports, veth, tunnels)
+    and write one record per HTTP transaction. Stops on Ctrl-C or SIGTERM,
+    writing the transactions still open as partial records.
+
+    \b
+    Examples:
+      sensor capture -i eth1 --format jsonl
+      sensor capture -i eth1 -i eth2 --workers 2 --bpf 'tcp' -o records.msgpack
+    """
+    from .capture import CaptureSetupError, capture as run_capture
+    from .sinks import RecordWriter
+
+    code = None
+    if bpf:
+        from .bpf import BpfError, compile_bpf
+        try:
+            code = compile_bpf(bpf, 1, snaplen)
+        except BpfError as e:
+            raise click.ClickException(str(e))
+    try:
+        writer = RecordWriter(output, fmt, raw_targets)
+    except OSError as e:
+        raise click.ClickException("cannot write %s: %s" % (output, e.strerror))
+    opts = {"workers": workers, "snaplen": snaplen, "ring_mb": ring_size, "promisc": not no_promisc,
+            "bpf": code, "raw_targets": raw_targets}
+    try:
+        res = run_capture(list(ifaces), writer, opts,
+                          {"memory_budget": memory_budget << 20, "idle_timeout": idle_timeout},
+                          duration=duration, count=count, user=user)
+    except (CaptureSetupError, KeyError, PermissionError) as e:
+        raise click.ClickException(str(e).strip("'\""))
+    finally:
+        writer.close()
+    if not quiet:
+        click.echo(_summary(res, writer.count), err=True)
+        click.echo("  kernel: %d packets, %d dropped%s" % (
+            res.kernel["packets"], res.kernel["drops"],
+            "; %d workers" % len(res.workers) if res.workers else ""), err=True)

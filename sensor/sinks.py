@@ -14,6 +14,7 @@ class RecordWriter:
     def __init__(self, path="-", fmt="msgpack", raw_targets=False):
         self.fmt = fmt
         self._enc = RecordEncoder(raw_targets)
+        self.count = 0              # records written
         if path == "-":
             self._fh = sys.stdout.buffer
             self._close = False
@@ -21,14 +22,15 @@ class RecordWriter:
             self._fh = open(path, "wb", buffering=1 << 20)
             self._close = True
 
-    @property
-    def count(self):
-        return self._enc.count
-
     def write_txns(self, txns):
-        if not txns:
+        if txns:
+            self.write_encoded(self._enc.encode(txns), len(txns))
+
+    def write_encoded(self, data, n):
+        """Writes n records already encoded as msgpack (e.g. by a capture worker)."""
+        if not n:
             return
-        data = self._enc.encode(txns)
+        self.count += n
         if self.fmt == "msgpack":
             self._fh.write(data)
             return

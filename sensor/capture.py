@@ -1,0 +1,187 @@
+"""Live capture: interfaces -> TPACKET_V3 rings -> engine -> records.
+
+With several workers, each process opens its own ring on every interface and
+joins one PACKET_FANOUT_HASH group per interface, so both directions of a
+flow reach the same worker; workers send encoded records to the parent,
+which writes them to the one output and sums the counters.
+"""
+import multiprocessing
+import multiprocessing.connection
+import os
+import pickle
+import signal
+import struct
+import time
+
+from ._core import CaptureSetupError, Engine, PacketRing, RecordEncoder, capture_loop  # noqa: F401
+
+
+class CaptureResult:
+    def __init__(self):
+        self.stats = {}
+        self.kernel = {"packets": 0, "drops": 0}
+        self.elapsed = 0.0
+        self.workers = []           # per-worker counters when there are several
+
+
+class _Stop:
+    """Set by SIGINT/SIGTERM, the duration, or the packet count."""
+
+    def __init__(self, duration, engine=None, count=None):
+        self.flag = False
+        self.deadline = time.monotonic() + duration if duration else None
+        self.engine, self.count = engine, count
+
+    def __call__(self):
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            self.flag = True
+        if self.count and self.engine is not None and self.engine.stats()["packets"] >= self.count:
+            self.flag = True
+        return self.flag
+
+    def set(self, *_):
+        self.flag = True
+
+
+def _open_rings(ifaces, opts, fanout_base=-1):
+    rings = []
+    try:
+        for i, name in enumerate(ifaces):
+            rings.append(PacketRing(name, ring_mb=opts["ring_mb"], snaplen=opts["snaplen"],
+                                    promisc=opts["promisc"], bpf=opts["bpf"],
+                                    fanout_group=-1 if fanout_base < 0 else fanout_base + i))
+    except Exception:
+        for r in rings:
+            r.close()
+        raise
+    return rings
+
+
+def _drop_privileges(user):
+    import pwd
+    pw = pwd.getpwnam(user)
+    os.setgroups([])
+    os.setgid(pw.pw_gid)
+    os.setuid(pw.pw_uid)
+
+
+def _kernel(rings):
+    pk = dr = 0
+    for r in rings:
+        p, d = r.stats()
+        pk += p
+        dr += d
+    return {"packets": pk, "drops": dr}
+
+
+def capture(ifaces, writer, opts, engine_opts, duration=None, count=None, user=None):
+    """Captures until a signal, the duration or the packet count; returns a CaptureResult."""
+    if opts["workers"] > 1:
+        return _capture_workers(ifaces, writer, opts, engine_opts, duration, user)
+    res = CaptureResult()
+    rings = _open_rings(ifaces, opts)
+    if user:
+        _drop_privileges(user)
+    engine = Engine(**engine_opts)
+    stop = _Stop(duration, engine, count)
+    old = {s: signal.signal(s, stop.set) for s in (signal.SIGINT, signal.SIGTERM)}
+    t0 = time.perf_counter()
+    try:
+        capture_loop(engine, rings, writer.write_txns, stop)
+        writer.write_txns(engine.finish())     # open transactions go out flagged
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        res.kernel = _kernel(rings)
+        for r in rings:
+            r.close()
+    res.elapsed = time.perf_counter() - t0
+    res.stats = engine.stats()
+    return res
+
+
+def _worker(k, ifaces, opts, engine_opts, fanout_base, conn, duration, user):
+    signal.signal(signal.SIGINT, signal.SIG_IGN)      # the parent says when to stop
+    rings = _open_rings(ifaces, opts, fanout_base)
+    if user:
+        _drop_privileges(user)
+    engine = Engine(**engine_opts)
+    enc = RecordEncoder(opts["raw_targets"])
+    stop = _Stop(duration)
+    signal.signal(signal.SIGTERM, stop.set)
+
+    def send(txns):
+        if txns:
+            conn.send_bytes(b"R" + struct.pack("<I", len(txns)) + enc.encode(txns))
+    capture_loop(engine, rings, send, stop)
+    send(engine.finish())
+    conn.send_bytes(b"C" + pickle.dumps(("done", engine.stats(), _kernel(rings))))
+    for r in rings:
+        r.close()
+
+
+def _capture_workers(ifaces, writer, opts, engine_opts, duration, user):
+    res = CaptureResult()
+    ctx = multiprocessing.get_context("fork")
+    fanout_base = (os.getpid() * 16) & 0xFFF0
+    procs, conns = [], []
+    for k in range(opts["workers"]):
+        parent, child = ctx.Pipe(duplex=False)
+        p = ctx.Process(target=_worker, args=(k, ifaces, opts, engine_opts, fanout_base, child, duration, user),
+                        daemon=True)
+        p.start()
+        child.close()
+        procs.append(p)
+        conns.append(parent)
+    stop = _Stop(duration)
+    old = {s: signal.signal(s, stop.set) for s in (signal.SIGINT, signal.SIGTERM)}
+    t0 = time.perf_counter()
+    live = list(conns)
+    stopping = False
+    try:
+        while live:
+            if stop() and not stopping:
+                stopping = True
+                for p in procs:
+                    if p.is_alive():
+                        os.kill(p.pid, signal.SIGTERM)
+            for c in multiprocessing.connection.wait(live, timeout=0.2):
+                try:
+                    msg = c.recv_bytes()
+                except EOFError:
+                    live.remove(c)
+                    continue
+                if msg[:1] == b"R":                         # records: count, then msgpack
+                    writer.write_encoded(msg[5:], struct.unpack("<I", msg[1:5])[0])
+                else:                                       # the worker's final counters
+                    _, stats, kernel = pickle.loads(msg[1:])
+                    res.workers.append(stats)
+                    for key in ("packets", "drops"):
+                        res.kernel[key] += kernel[key]
+                    live.remove(c)
+            if not stopping and any(not p.is_alive() for p in procs) and live:
+                stop.set()
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
+        for p in procs:
+            p.join(10)
+    res.elapsed = time.perf_counter() - t0
+    res.stats = _sum_stats(res.workers)
+    failed = [p.exitcode for p in procs if p.exitcode]
+    if failed and not res.workers:
+        raise CaptureSetupError("capture workers failed to start (exit codes %s)" % failed)
+    return res
+
+
+def _sum_stats(parts):
+    total = {}
+    for s in parts:
+        for k, v in s.items():
+            if isinstance(v, dict):
+                d = total.setdefault(k, {})
+                for kk, vv in v.items():
+                    d[kk] = d.get(kk, 0) + vv
+            else:
+                total[k] = total.get(k, 0) + v
+    return total
