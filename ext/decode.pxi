@@ -80,6 +80,8 @@ cdef struct Segment:
     uint32_t caplen         # payload bytes captured
     uint32_t wirelen        # payload bytes per the IP header (more when snaplen cut them)
     int64_t ts
+    uint32_t ip_id          # IPv4 identification (0 for IPv6)
+    uint64_t fingerprint    # same frame seen twice (SPAN) <=> same fingerprint
 
 
 cdef inline uint16_t rd16(const uint8_t* p) noexcept nogil:
@@ -223,6 +225,12 @@ cdef const uint8_t* frag_add(FragTable* t, uint8_t ipver, const uint8_t* src, co
     frag_free_entry(t, e)
     return t.done
 
+
+cdef inline uint64_t fp_mix(uint64_t h, const uint8_t* p, uint32_t n) noexcept nogil:
+    cdef uint32_t i
+    for i in range(n):
+        h = (h ^ p[i]) * 0x100000001B3ULL
+    return h
 
 # ---------------------------------------------------------------- the decode loop
 cdef inline int ip_next(uint8_t proto) noexcept nogil:
@@ -514,6 +522,7 @@ cdef int decode_packet(DecodeCtx* dc, const uint8_t* p, uint32_t caplen, uint32_
                 dc.skipped[<int>SK_TRUNC_IP] += 1
                 return 0
             seg.ipver = 4
+            seg.ip_id = rd16(p + 4)
             memcpy(seg.src, p + 12, 4)
             memcpy(seg.dst, p + 16, 4)
             proto = p[9]
@@ -549,6 +558,7 @@ cdef int decode_packet(DecodeCtx* dc, const uint8_t* p, uint32_t caplen, uint32_
                 dc.skipped[<int>SK_BAD_IP] += 1
                 return 0
             seg.ipver = 6
+            seg.ip_id = 0
             memcpy(seg.src, p + 8, 16)
             memcpy(seg.dst, p + 24, 16)
             proto = p[6]
@@ -613,6 +623,12 @@ cdef int decode_packet(DecodeCtx* dc, const uint8_t* p, uint32_t caplen, uint32_
     if hl < 20 or hl > ip_end_wire:
         dc.skipped[<int>SK_BAD_TCP] += 1
         return 0
+    # fingerprint: addresses, IP id, the whole TCP header (its checksum covers
+    # the payload) and the length; TTL and outer headers are left out, so
+    # copies mirrored at two points still match
+    seg.fingerprint = fp_mix(0x9E3779B97F4A7C15ULL ^ seg.ip_id ^ (<uint64_t>ip_end_wire << 32), seg.src, 16)
+    seg.fingerprint = fp_mix(seg.fingerprint, seg.dst, 16)
+    seg.fingerprint = fp_mix(seg.fingerprint, p, hl if p + hl <= end else <uint32_t>(end - p))
     seg.sport = rd16(p)
     seg.dport = rd16(p + 2)
     seg.seq = rd32(p + 4)

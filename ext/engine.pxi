@@ -15,6 +15,13 @@ cdef enum:
 
 cdef int64_t SEC = 1000000000
 
+cdef enum:
+    DEDUP_SLOTS = 65536             # recent frames remembered for duplicate suppression
+
+cdef struct DedupSlot:
+    uint64_t fingerprint
+    int64_t ts
+
 
 cdef str addr_str(const uint8_t* a, int ipver):
     cdef char buf[64]
@@ -96,6 +103,9 @@ cdef class Engine:
     cdef uint64_t mem, budget, ooo_cap
     cdef int64_t idle_timeout, closed_timeout, now, last_sweep
     cdef uint32_t emit_flags
+    cdef DedupSlot* dedup           # NULL when suppression is off
+    cdef int64_t dedup_window
+    cdef uint64_t duplicates
     cdef uint32_t h2_max_streams, h2_max_block, h2_max_header_list
     cdef uint64_t h2_max_frames
     cdef uint64_t next_id
@@ -107,11 +117,14 @@ cdef class Engine:
 
     def __cinit__(self, memory_budget=256 << 20, ooo_cap=4 << 20, idle_timeout=300.0,
                   closed_timeout=10.0, h2_max_streams=1024, h2_max_header_block=256 << 10,
-                  h2_max_header_list=64 << 10, h2_max_frames=10_000_000):
+                  h2_max_header_list=64 << 10, h2_max_frames=10_000_000, dedup_window=0.01):
         """Limits: memory_budget (bytes of flow state, evictions counted),
         ooo_cap (out-of-order bytes held per direction), HTTP/2 streams open
         per connection, header block bytes (HEADERS+CONTINUATION), decoded
-        header list bytes, frames per connection; every hit is counted."""
+        header list bytes, frames per connection; every hit is counted.
+        dedup_window: seconds within which an identical frame (SPAN ingress +
+        egress, two mirrored interfaces) is a copy, dropped and counted; 0 = off.
+        Retransmissions differ (IP id, TCP timestamps) or come later."""
         memset(&self.dc, 0, sizeof(DecodeCtx))
         self.table = FlowTable()
         self.out = []
@@ -123,12 +136,18 @@ cdef class Engine:
         self.h2_max_block = h2_max_header_block
         self.h2_max_header_list = h2_max_header_list
         self.h2_max_frames = h2_max_frames
+        self.dedup_window = <int64_t>(dedup_window * SEC)
+        if self.dedup_window > 0:
+            self.dedup = <DedupSlot*>calloc(DEDUP_SLOTS, sizeof(DedupSlot))
+            if self.dedup == NULL:
+                raise MemoryError()
 
     def __dealloc__(self):
         if self.table is not None:
             self._free_list(&self.table.active)
             self._free_list(&self.table.closed)
         frag_clear(&self.dc.frags)
+        free(self.dedup)
 
     cdef void _free_list(self, FlowList* l):
         cdef Flow* f = l.head
@@ -147,10 +166,18 @@ cdef class Engine:
         cdef Flow* f
         cdef int d
         cdef uint32_t h
+        cdef DedupSlot* ds
         self.packets += 1
         self.bytes += wirelen
         if not decode_packet(&self.dc, data, caplen, wirelen, linktype, ts, &s):
             return
+        if self.dedup != NULL:
+            ds = &self.dedup[s.fingerprint & (DEDUP_SLOTS - 1)]
+            if ds.fingerprint == s.fingerprint and 0 <= ts - ds.ts <= self.dedup_window:
+                self.duplicates += 1
+                return
+            ds.fingerprint = s.fingerprint
+            ds.ts = ts
         self.tcp_segments += 1
         if ts > self.now:
             self.now = ts
@@ -298,7 +325,7 @@ cdef class Engine:
             "flows": self.flows, "flows_reused": self.flows_reused,
             "flows_timed_out": self.flows_timed_out, "flows_evicted": self.flows_evicted,
             "transactions": self.transactions, "tls_records": self.tls_records, "gaps": self.gaps, "gap_bytes": self.gap_bytes,
-            "retransmissions": self.retransmissions, "overlaps": self.overlaps,
+            "duplicates_dropped": self.duplicates, "retransmissions": self.retransmissions, "overlaps": self.overlaps,
             "overlaps_with_different_data": self.overlaps_diff,
             "out_of_order_segments": self.ooo_segments, "reassembly_overflows": self.ooo_overflows,
             "memory_in_use": self.mem, "packets_not_decoded": skipped, "http_anomalies": anomalies,

@@ -46,7 +46,8 @@ def _summary(res, records):
                  _human(s["bytes"] / res.elapsed if res.elapsed else 0))]
     detail = dict(s["http_anomalies"])
     detail.update(s["packets_not_decoded"])
-    for k in ("flows_evicted", "flows_timed_out", "reassembly_overflows", "overlaps_with_different_data"):
+    for k in ("flows_evicted", "flows_timed_out", "reassembly_overflows", "overlaps_with_different_data",
+              "duplicates_dropped"):
         if s[k]:
             detail[k] = s[k]
     if detail:

@@ -114,3 +114,24 @@ def test_garbage_payloads_do_not_crash(tmp_path):
     r = run("replay", str(path), "--format", "jsonl")
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr.decode()
+
+
+def test_every_frame_twice_gives_the_same_records(tmp_path):
+    """SPAN often copies a frame twice (ingress and egress): the copies are
+    dropped and counted, the records are those of the original."""
+    import struct
+    data = open(SAMPLE, "rb").read()
+    out, off, frames = [data[:24]], 24, 0
+    while off + 16 <= len(data):
+        caplen = struct.unpack("<I", data[off + 8:off + 12])[0]
+        rec = data[off:off + 16 + caplen]
+        out += [rec, rec]
+        off += 16 + caplen
+        frames += 1
+    doubled = tmp_path / "doubled.pcap"
+    doubled.write_bytes(b"".join(out))
+    a = run("replay", SAMPLE, "--format", "jsonl")
+    b = run("replay", str(doubled), "--format", "jsonl")
+    assert b.returncode == 0
+    assert b.stdout == a.stdout
+    assert ("duplicates_dropped %d" % frames) in b.stderr.decode()
