@@ -66,6 +66,21 @@ cdef enum:
     TH_RST = 0x04
     TH_ACK = 0x10
 
+# encapsulations recorded with a flow (sensor.encap); tunnel ids may join the
+# flow key (DecodeCtx.tunnel_in_key / vlan_in_key) so equal private addresses
+# seen through two mirror sessions stay apart
+cdef enum:
+    MAX_ENCAP = 6
+    EN_VLAN = 1
+    EN_MPLS = 2
+    EN_PPPOE = 3
+    EN_VXLAN = 4
+    EN_GENEVE = 5
+    EN_GRE_KEY = 6
+    EN_ERSPAN = 7
+
+ENCAP_NAMES = (None, "vlan", "mpls", "pppoe", "vxlan", "geneve", "gre_key", "erspan")
+
 cdef struct Segment:
     uint32_t ctx            # tunnel/VLAN context folded into the flow key (0 = none)
     uint8_t ipver
@@ -81,6 +96,9 @@ cdef struct Segment:
     uint32_t wirelen        # payload bytes per the IP header (more when snaplen cut them)
     int64_t ts
     uint32_t ip_id          # IPv4 identification (0 for IPv6)
+    uint8_t nencap          # encapsulation layers seen, outermost first
+    uint8_t encap_kind[MAX_ENCAP]
+    uint32_t encap_id[MAX_ENCAP]
     uint64_t fingerprint    # same frame seen twice (SPAN) <=> same fingerprint
 
 
@@ -232,6 +250,14 @@ cdef inline uint64_t fp_mix(uint64_t h, const uint8_t* p, uint32_t n) noexcept n
         h = (h ^ p[i]) * 0x100000001B3ULL
     return h
 
+cdef inline void encap_add(Segment* seg, uint8_t kind, uint32_t ident, bint in_key) noexcept nogil:
+    if seg.nencap < MAX_ENCAP:
+        seg.encap_kind[seg.nencap] = kind
+        seg.encap_id[seg.nencap] = ident
+        seg.nencap += 1
+    if in_key:
+        seg.ctx = seg.ctx * 31 + ident * 8 + kind
+
 # ---------------------------------------------------------------- the decode loop
 cdef inline int ip_next(uint8_t proto) noexcept nogil:
     if proto == 4:
@@ -246,6 +272,8 @@ cdef inline int ip_next(uint8_t proto) noexcept nogil:
 
 cdef struct DecodeCtx:
     FragTable frags
+    bint tunnel_in_key      # VXLAN/Geneve VNI, GRE key, ERSPAN session join the flow key
+    bint vlan_in_key        # VLAN ids join the flow key
     uint64_t skipped[<int>SK_COUNT]
 
 
@@ -265,6 +293,7 @@ cdef int decode_packet(DecodeCtx* dc, const uint8_t* p, uint32_t caplen, uint32_
     cdef bint more
     cdef uint32_t ident
     seg.ctx = 0
+    seg.nencap = 0
     seg.ts = ts
 
     if linktype == LT_ETHER:
@@ -373,6 +402,7 @@ cdef int decode_packet(DecodeCtx* dc, const uint8_t* p, uint32_t caplen, uint32_
                 if p + 4 > end:
                     dc.skipped[<int>SK_TRUNC_LINK] += 1
                     return 0
+                encap_add(seg, EN_VLAN, rd16(p) & 0xFFF, dc.vlan_in_key)
                 etype = rd16(p + 2)
                 p += 4
             elif etype == 0x8847 or etype == 0x8848:
@@ -381,6 +411,7 @@ cdef int decode_packet(DecodeCtx* dc, const uint8_t* p, uint32_t caplen, uint32_
                 if p + 6 > end:
                     dc.skipped[<int>SK_TRUNC_LINK] += 1
                     return 0
+                encap_add(seg, EN_PPPOE, rd16(p + 2), False)
                 p += 6
                 nxt = N_PPP
             else:
@@ -394,6 +425,7 @@ cdef int decode_packet(DecodeCtx* dc, const uint8_t* p, uint32_t caplen, uint32_
                     dc.skipped[<int>SK_TRUNC_LINK] += 1
                     return 0
                 x = p[2] & 1
+                encap_add(seg, EN_MPLS, rd32(p) >> 12, False)
                 p += 4
                 if x:
                     break
@@ -452,12 +484,12 @@ cdef int decode_packet(DecodeCtx* dc, const uint8_t* p, uint32_t caplen, uint32_
             x = rd16(p + 2)
             p += 8
             if x == 4789 and p + 8 <= end:              # VXLAN
-                seg.ctx = seg.ctx * 31 + (rd32(p + 4) >> 8) + 1
+                encap_add(seg, EN_VXLAN, rd32(p + 4) >> 8, dc.tunnel_in_key)
                 p += 8
                 nxt = N_ETHER
             elif x == 6081 and p + 8 <= end:            # Geneve, options skipped
                 etype = rd16(p + 2)
-                seg.ctx = seg.ctx * 31 + (rd32(p + 4) >> 8) + 1
+                encap_add(seg, EN_GENEVE, rd32(p + 4) >> 8, dc.tunnel_in_key)
                 p += 8 + (p[0] & 0x3F) * 4
                 nxt = N_ETHER if etype == 0x6558 else N_ETHERTYPE
             elif x == 4754:                             # GRE-in-UDP
@@ -476,21 +508,21 @@ cdef int decode_packet(DecodeCtx* dc, const uint8_t* p, uint32_t caplen, uint32_
                 dc.skipped[<int>SK_NOT_IP] += 1
                 return 0
             if fc & 0x2000 and p + 8 + (4 if fc & 0x8000 else 0) <= end:
-                seg.ctx = seg.ctx * 31 + rd32(p + 4 + (4 if fc & 0x8000 else 0)) + 1   # GRE key
+                encap_add(seg, EN_GRE_KEY, rd32(p + 4 + (4 if fc & 0x8000 else 0)), dc.tunnel_in_key)
             p += hl
             if etype == 0x88BE:
                 if fc & 0x1000:                         # ERSPAN II (type I has no header)
                     if p + 8 > end:
                         dc.skipped[<int>SK_TRUNC_LINK] += 1
                         return 0
-                    seg.ctx = seg.ctx * 31 + (rd16(p + 2) & 0x3FF) + 1
+                    encap_add(seg, EN_ERSPAN, rd16(p + 2) & 0x3FF, dc.tunnel_in_key)
                     p += 8
                 nxt = N_ETHER
             elif etype == 0x22EB:                       # ERSPAN III, optional platform sub-header
                 if p + 12 > end:
                     dc.skipped[<int>SK_TRUNC_LINK] += 1
                     return 0
-                seg.ctx = seg.ctx * 31 + (rd16(p + 2) & 0x3FF) + 1
+                encap_add(seg, EN_ERSPAN, rd16(p + 2) & 0x3FF, dc.tunnel_in_key)
                 p += 20 if p[11] & 1 else 12
                 nxt = N_ETHER
             elif etype == 0x6558:

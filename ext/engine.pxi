@@ -43,15 +43,17 @@ cdef list flow_pending(Flow* f):
         f.pending = <PyObject*>lst
     return <list>f.pending
 
-# (client address, client port, server address, server port, community id),
-# made once per connection when its first record is
+# (client address, client port, server address, server port, community id,
+# encapsulation), made once per connection when its first record is
 cdef tuple flow_info(Flow* f):
     cdef tuple info
+    cdef int i
     if f.info == NULL:
         a = addr_str(f.key.a, f.key.ipver)
         b = addr_str(f.key.b, f.key.ipver)
         info = (a, f.key.pa, b, f.key.pb) if f.client <= 0 else (b, f.key.pb, a, f.key.pa)
-        info += (community_id(&f.key),)
+        encap = [{ENCAP_NAMES[f.encap_kind[i]]: f.encap_id[i]} for i in range(f.nencap)] or None
+        info += (community_id(&f.key), encap)
         Py_INCREF(info)
         f.info = <PyObject*>info
     return <tuple>f.info
@@ -59,7 +61,7 @@ cdef tuple flow_info(Flow* f):
 cdef Txn txn_new(Engine eng, Flow* f):
     cdef Txn t = Txn.__new__(Txn)
     cdef tuple info = flow_info(f)
-    t.client_addr, t.client_port, t.server_addr, t.server_port, t.community_id = info
+    t.client_addr, t.client_port, t.server_addr, t.server_port, t.community_id, t.encap = info
     t.flow_id = f.id
     if not f.syn_seen:
         t.flags |= TF_MIDSTREAM
@@ -117,14 +119,20 @@ cdef class Engine:
 
     def __cinit__(self, memory_budget=256 << 20, ooo_cap=4 << 20, idle_timeout=300.0,
                   closed_timeout=10.0, h2_max_streams=1024, h2_max_header_block=256 << 10,
-                  h2_max_header_list=64 << 10, h2_max_frames=10_000_000, dedup_window=0.01):
+                  h2_max_header_list=64 << 10, h2_max_frames=10_000_000, dedup_window=0.01,
+                  tunnel_in_key=True, vlan_in_key=False):
         """Limits: memory_budget (bytes of flow state, evictions counted),
         ooo_cap (out-of-order bytes held per direction), HTTP/2 streams open
         per connection, header block bytes (HEADERS+CONTINUATION), decoded
         header list bytes, frames per connection; every hit is counted.
         dedup_window: seconds within which an identical frame (SPAN ingress +
         egress, two mirrored interfaces) is a copy, dropped and counted; 0 = off.
-        Retransmissions differ (IP id, TCP timestamps) or come later."""
+        Retransmissions differ (IP id, TCP timestamps) or come later.
+        tunnel_in_key / vlan_in_key: tunnel ids (VNI, GRE key, ERSPAN session)
+        / VLAN ids join the connection key, so the same addresses seen in two
+        mirror sessions stay two connections."""
+        self.dc.tunnel_in_key = tunnel_in_key
+        self.dc.vlan_in_key = vlan_in_key
         memset(&self.dc, 0, sizeof(DecodeCtx))
         self.table = FlowTable()
         self.out = []
@@ -195,7 +203,7 @@ cdef class Engine:
         if f == NULL:
             if s.flags & TH_RST:
                 return
-            f = self.new_flow(&k, h, ts)
+            f = self.new_flow(&k, h, &s)
             if f == NULL:
                 return
         elif f.closed:
@@ -216,10 +224,14 @@ cdef class Engine:
         if self.mem > self.budget:
             self.evict()
 
-    cdef Flow* new_flow(self, FlowKey* k, uint32_t h, int64_t ts):
+    cdef Flow* new_flow(self, FlowKey* k, uint32_t h, Segment* s):
         cdef Flow* f = <Flow*>calloc(1, sizeof(Flow))
+        cdef int64_t ts = s.ts
         if f == NULL:
             return NULL
+        f.nencap = s.nencap
+        memcpy(f.encap_kind, s.encap_kind, sizeof(f.encap_kind))
+        memcpy(f.encap_id, s.encap_id, sizeof(f.encap_id))
         f.key = k[0]
         f.hash = h
         f.client = -1

@@ -24,6 +24,9 @@ cdef struct Flow:
     uint8_t app                 # APP_*: which parser the bytes go to
     H2Conn* h2                  # HTTP/2 state once the connection speaks it
     PyObject* tls               # TlsInfo of an encrypted connection
+    uint8_t nencap              # encapsulation of its first packet (sensor.encap)
+    uint8_t encap_kind[MAX_ENCAP]
+    uint32_t encap_id[MAX_ENCAP]
     uint64_t id
     int64_t first_ts
     int64_t last_ts

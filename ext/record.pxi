@@ -141,6 +141,21 @@ cdef list query_names(const char* q, size_t n):
     return names
 
 
+# sensor.encap: [{"vlan": 10}, {"vxlan": 42}, ...], outermost first
+cdef int wb_encap(WBuf* b, object encap) except -1:
+    if encap is None:
+        return 0
+    wb_key(b, b"sensor.encap")
+    wb_array(b, len(encap))
+    for layer in encap:
+        for name, ident in layer.items():
+            wb_reserve(b, 1)
+            wb_byte(b, 0x81)
+            wb_pystr(b, name)
+            wb_int(b, ident)
+    return 1
+
+
 cdef class RecordEncoder:
     """Encodes transactions as a msgpack stream of schema-v1 records."""
     cdef WBuf b
@@ -179,6 +194,7 @@ cdef class RecordEncoder:
         wb_key(b, b"client.port"); wb_int(b, t.client_port)
         wb_key(b, b"server.address"); wb_pystr(b, t.server_addr)
         wb_key(b, b"server.port"); wb_int(b, t.server_port)
+        keys += wb_encap(b, t.encap)
         if t.server_name is not None:
             wb_key(b, b"tls.client.server_name"); wb_pystr(b, t.server_name)
             keys += 1
@@ -231,7 +247,7 @@ cdef class RecordEncoder:
         wb_key(b, b"client.port"); wb_int(b, t.client_port)
         wb_key(b, b"server.address"); wb_pystr(b, t.server_addr)
         wb_key(b, b"server.port"); wb_int(b, t.server_port)
-        keys = 12
+        keys = 12 + wb_encap(b, t.encap)
         if req and resp:
             wb_key(b, b"timing")
             wb_reserve(b, 1)

@@ -17,7 +17,7 @@ cimport cython
 
 @cython.no_gc
 cdef class TlsInfo:
-    cdef public object client_addr, server_addr, community_id
+    cdef public object client_addr, server_addr, community_id, encap
     cdef public int client_port, server_port
     cdef public int64_t start_ns, end_ns
     cdef public object server_name, alpn_offered, versions_offered
@@ -128,7 +128,7 @@ cdef TlsInfo tls_info(Engine eng, Flow* f):
     if f.tls == NULL:
         t = TlsInfo.__new__(TlsInfo)
         info = flow_info(f)
-        t.client_addr, t.client_port, t.server_addr, t.server_port, t.community_id = info
+        t.client_addr, t.client_port, t.server_addr, t.server_port, t.community_id, t.encap = info
         if not f.syn_seen:
             t.flags |= TF_MIDSTREAM
         Py_INCREF(t)

@@ -45,7 +45,7 @@ cdef class Txn:
     cdef public int64_t req_messages, resp_messages   # gRPC length-prefixed messages
     cdef public bint grpc_compressed
     # connection
-    cdef public object client_addr, server_addr, community_id
+    cdef public object client_addr, server_addr, community_id, encap
     cdef public int client_port, server_port
     cdef public uint64_t flow_id
     # timing (packet time, ns) and sizes

@@ -74,14 +74,17 @@ def _kernel(rings):
     return {"packets": pk, "drops": dr}
 
 
-def capture(ifaces, writer, opts, engine_opts, duration=None, count=None, user=None):
-    """Captures until a signal, the duration or the packet count; returns a CaptureResult."""
+def capture(ifaces, writer, opts, engine_opts, duration=None, count=None, user=None, ready=None):
+    """Captures until a signal, the duration or the packet count; returns a
+    CaptureResult. ready() is called once every socket is capturing."""
     if opts["workers"] > 1:
-        return _capture_workers(ifaces, writer, opts, engine_opts, duration, user)
+        return _capture_workers(ifaces, writer, opts, engine_opts, duration, user, ready)
     res = CaptureResult()
     rings = _open_rings(ifaces, opts)
     if user:
         _drop_privileges(user)
+    if ready:
+        ready()
     engine = Engine(**engine_opts)
     stop = _Stop(duration, engine, count)
     old = {s: signal.signal(s, stop.set) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -103,6 +106,7 @@ def capture(ifaces, writer, opts, engine_opts, duration=None, count=None, user=N
 def _worker(k, ifaces, opts, engine_opts, fanout_base, conn, duration, user):
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # the parent says when to stop
     rings = _open_rings(ifaces, opts, fanout_base)
+    conn.send_bytes(b"S")                                   # sockets open
     if user:
         _drop_privileges(user)
     engine = Engine(**engine_opts)
@@ -120,7 +124,7 @@ def _worker(k, ifaces, opts, engine_opts, fanout_base, conn, duration, user):
         r.close()
 
 
-def _capture_workers(ifaces, writer, opts, engine_opts, duration, user):
+def _capture_workers(ifaces, writer, opts, engine_opts, duration, user, ready):
     res = CaptureResult()
     ctx = multiprocessing.get_context("fork")
     fanout_base = (os.getpid() * 16) & 0xFFF0
@@ -137,6 +141,7 @@ def _capture_workers(ifaces, writer, opts, engine_opts, duration, user):
     old = {s: signal.signal(s, stop.set) for s in (signal.SIGINT, signal.SIGTERM)}
     t0 = time.perf_counter()
     live = list(conns)
+    started = 0
     stopping = False
     try:
         while live:
@@ -153,6 +158,10 @@ def _capture_workers(ifaces, writer, opts, engine_opts, duration, user):
                     continue
                 if msg[:1] == b"R":                         # records: count, then msgpack
                     writer.write_encoded(msg[5:], struct.unpack("<I", msg[1:5])[0])
+                elif msg == b"S":
+                    started += 1
+                    if started == len(procs) and ready:
+                        ready()
                 else:                                       # the worker's final counters
                     _, stats, kernel = pickle.loads(msg[1:])
                     res.workers.append(stats)

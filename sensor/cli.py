@@ -76,12 +76,14 @@ def main():
               help="MiB for flow state and reassembly; beyond it the oldest flows are evicted (counted).")
 @click.option("--idle-timeout", type=click.FloatRange(1, None), default=300.0, show_default=True,
               help="Seconds of packet time after which a silent connection is closed.")
+@click.option("--dedup-window", type=click.FloatRange(0, None), default=10.0, show_default=True,
+              help="Milliseconds within which an identical frame is a mirror copy: dropped, counted (0 = off).")
 @click.option("--h2-max-streams", type=click.IntRange(1, None), default=1024, show_default=True,
               help="Open HTTP/2 streams kept per connection; more are counted and not tracked.")
 @click.option("--h2-max-header-block", type=click.IntRange(1024, None), default=256 << 10, show_default=True,
               help="Bytes of one HTTP/2 header block (HEADERS + CONTINUATION); larger blocks are dropped, counted.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
-def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, h2_max_streams,
+def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_window, h2_max_streams,
            h2_max_header_block, quiet):
     """Read pcap/pcapng captures (optionally gzip-compressed) and write one
     record per HTTP transaction.
@@ -102,7 +104,8 @@ def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, h2_max_
     try:
         res = run_replay(files, writer, progress=progress,
                          memory_budget=memory_budget << 20, idle_timeout=idle_timeout,
-                         h2_max_streams=h2_max_streams, h2_max_header_block=h2_max_header_block)
+                         h2_max_streams=h2_max_streams, h2_max_header_block=h2_max_header_block,
+                         dedup_window=dedup_window / 1000.0)
     finally:
         writer.close()
         if progress:
@@ -136,9 +139,11 @@ def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, h2_max_
 @click.option("--memory-budget", type=click.IntRange(16, None), default=256, show_default=True,
               help="MiB for flow state per worker; beyond it the oldest flows are evicted (counted).")
 @click.option("--idle-timeout", type=click.FloatRange(1, None), default=300.0, show_default=True)
+@click.option("--dedup-window", type=click.FloatRange(0, None), default=10.0, show_default=True,
+              help="Milliseconds within which an identical frame is a mirror copy: dropped, counted (0 = off).")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, no_promisc, duration,
-            count, user, memory_budget, idle_timeout, quiet):
+            count, user, memory_budget, idle_timeout, dedup_window, quiet):
     """Capture live from network interfaces (SPAN/mirror ports, veth, tunnels)
     and write one record per HTTP transaction. Stops on Ctrl-C or SIGTERM,
     writing the transactions still open as partial records.
@@ -166,8 +171,10 @@ def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, 
             "bpf": code, "raw_targets": raw_targets}
     try:
         res = run_capture(list(ifaces), writer, opts,
-                          {"memory_budget": memory_budget << 20, "idle_timeout": idle_timeout},
-                          duration=duration, count=count, user=user)
+                          {"memory_budget": memory_budget << 20, "idle_timeout": idle_timeout,
+                           "dedup_window": dedup_window / 1000.0},
+                          duration=duration, count=count, user=user,
+                          ready=lambda: click.echo("sensor: capturing on %s" % ", ".join(ifaces), err=True))
     except (CaptureSetupError, KeyError, PermissionError) as e:
         raise click.ClickException(str(e).strip("'\""))
     finally:
