@@ -298,7 +298,7 @@ cdef class Engine:
         while reader.next(&rp):
             self.packet(rp.data, rp.caplen, rp.wirelen, rp.linktype, rp.ts_ns)
             k += 1
-            if k == batch_packets:
+            if k == batch_packets or len(self.out) >= 1024:     # bounded, even when few packets carry many streams
                 k = 0
                 if self.out:
                     on_batch(self.out)

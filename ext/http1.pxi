@@ -618,7 +618,7 @@ cdef uint32_t h1_head(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n, 
         if e == -2:
             # the preface arrived in pieces: HTTP/2 gets what was collected
             h1_to_h2(eng, f, d, h.buf, old)
-            return take
+            return 0                    # this segment's bytes go to HTTP/2 next
         if e > 0:
             # parse in the buffer, then give back what belongs to the next message
             h1_head_done(eng, f, d, h.buf, <uint32_t>e, h.kind, ts)

@@ -320,6 +320,7 @@ cdef void h2_block(Engine eng, Flow* f, int d, int64_t ts):
         t.flags |= TF_HPACK_UNKNOWN
     if is_request:
         if not st.req_seen:
+            st.gap[d] = 0               # nothing of a request precedes its first HEADERS
             h2_request_fields(t, fields)
             t.req_start = x.block_ts
             st.req_seen = 1
@@ -329,6 +330,8 @@ cdef void h2_block(Engine eng, Flow* f, int d, int64_t ts):
             st.req_end = 1
             t.req_end = ts
     else:
+        if not t.response_seen and t.interim is None:
+            st.gap[d] = 0               # nor of a response its first HEADERS
         h2_response_fields(t, st, fields, x.block_ts)
         if x.block_end_stream:
             st.resp_end = 1
