@@ -15,6 +15,7 @@ cimport cython
 
 include "source.pxi"
 include "decode.pxi"
+include "bpf.pxi"
 include "txn.pxi"
 include "hpack.pxi"
 include "http1.pxi"

@@ -116,6 +116,10 @@ cdef class Engine:
     cdef uint64_t packets, bytes, tcp_segments, flows, flows_timed_out, flows_evicted
     cdef uint64_t transactions, gaps, gap_bytes, retransmissions, overlaps, overlaps_diff
     cdef uint64_t ooo_segments, ooo_overflows, flows_reused, tls_records, tls_malformed
+    cdef object bpf_expr            # capture filter for files (libpcap syntax), or None
+    cdef BpfFilter bpf              # compiled for bpf_linktype
+    cdef int bpf_linktype
+    cdef uint64_t filtered
 
     def __cinit__(self, memory_budget=256 << 20, ooo_cap=4 << 20, idle_timeout=300.0,
                   closed_timeout=10.0, h2_max_streams=1024, h2_max_header_block=256 << 10,
@@ -290,12 +294,27 @@ cdef class Engine:
             self.drop_flow(f)
 
     # ------------------------------------------------------------ Python API
+    def set_filter(self, expr):
+        """A BPF expression (libpcap syntax) packets of files must match;
+        compiled for each link type as it appears (sensor.bpf.BpfError if bad)."""
+        self.bpf_expr = expr
+        self.bpf = None
+        self.bpf_linktype = -1
+
     def run(self, CaptureReader reader, on_batch, on_progress=None, int batch_packets=8192):
         """Feeds every packet of `reader`; calls on_batch(list of Txn) as
         transactions finish and on_progress(reader) every batch_packets."""
         cdef RawPacket rp
         cdef int k = 0
         while reader.next(&rp):
+            if self.bpf_expr is not None:
+                if rp.linktype != self.bpf_linktype:
+                    from .bpf import compile_bpf      # once per link type seen
+                    self.bpf = BpfFilter(compile_bpf(self.bpf_expr, rp.linktype))
+                    self.bpf_linktype = rp.linktype
+                if not self.bpf.accept(rp.data, rp.caplen, rp.wirelen):
+                    self.filtered += 1
+                    continue
             self.packet(rp.data, rp.caplen, rp.wirelen, rp.linktype, rp.ts_ns)
             k += 1
             if k == batch_packets or len(self.out) >= 1024:     # bounded, even when few packets carry many streams
@@ -337,7 +356,7 @@ cdef class Engine:
             "flows": self.flows, "flows_reused": self.flows_reused,
             "flows_timed_out": self.flows_timed_out, "flows_evicted": self.flows_evicted,
             "transactions": self.transactions, "tls_records": self.tls_records, "gaps": self.gaps, "gap_bytes": self.gap_bytes,
-            "duplicates_dropped": self.duplicates, "retransmissions": self.retransmissions, "overlaps": self.overlaps,
+            "duplicates_dropped": self.duplicates, "filtered_out": self.filtered, "retransmissions": self.retransmissions, "overlaps": self.overlaps,
             "overlaps_with_different_data": self.overlaps_diff,
             "out_of_order_segments": self.ooo_segments, "reassembly_overflows": self.ooo_overflows,
             "memory_in_use": self.mem, "packets_not_decoded": skipped, "http_anomalies": anomalies,

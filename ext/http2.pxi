@@ -65,6 +65,7 @@ cdef struct H2Stream:
     uint32_t pfx_len[2]         # gRPC: message length being read from the prefix
     uint8_t compressed
     int64_t msgs[2]
+    int64_t last_ts[2]          # packet time of the latest bytes of each direction
     PyObject* txn
 
 cdef struct H2Dir:
@@ -247,6 +248,11 @@ cdef void h2_stream_done(Engine eng, Flow* f, H2Stream* st, uint32_t flags):
         if st.gap[1 - cd]:
             t.flags |= TF_RESPONSE_GAP
         t.flags |= flags
+        # a message that never ended still ended at its last byte seen
+        if t.req_end == 0 and st.req_seen:
+            t.req_end = st.last_ts[cd] or t.req_start
+        if t.resp_end == 0 and t.response_seen:
+            t.resp_end = st.last_ts[1 - cd] or t.resp_start
         if not st.req_seen:
             t.flags |= TF_NO_REQUEST
         elif not st.req_end and not flags & TF_RESET:
@@ -316,6 +322,7 @@ cdef void h2_block(Engine eng, Flow* f, int d, int64_t ts):
         Py_INCREF(t)
         st.txn = <PyObject*>t
     t = <Txn>st.txn
+    st.last_ts[d] = ts
     if hf & HP_UNKNOWN:
         t.flags |= TF_HPACK_UNKNOWN
     if is_request:
@@ -428,11 +435,12 @@ cdef inline bint h2_buf_append(Engine eng, H2Dir* x, const uint8_t* p, uint32_t 
     return True
 
 # k payload bytes of the current DATA frame of direction d.
-cdef void h2_data_bytes(Engine eng, Flow* f, int d, H2Dir* x, const uint8_t* p, uint32_t k):
+cdef void h2_data_bytes(Engine eng, Flow* f, int d, H2Dir* x, const uint8_t* p, uint32_t k, int64_t ts):
     cdef H2Stream* st = h2_stream_find(f.h2, x.sid)
     cdef uint32_t b, m
     if st != NULL:
         st.wire[d] += k
+        st.last_ts[d] = ts
     if x.padded_pending:
         x.padded_pending = 0
         x.body_left = x.len - 1 - p[0] if p[0] < x.len else 0
@@ -612,7 +620,7 @@ cdef void h2_data(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n, int6
         else:
             k = n if n < x.left else x.left
             if x.type == FT_DATA:
-                h2_data_bytes(eng, f, d, x, p, k)
+                h2_data_bytes(eng, f, d, x, p, k, ts)
             elif x.type == FT_HEADERS or x.type == FT_PUSH_PROMISE or x.type == FT_CONTINUATION:
                 if x.in_block and not x.block_drop:
                     if x.blen + k > eng.h2_max_block or not h2_buf_append(eng, x, p, k):

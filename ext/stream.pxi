@@ -36,6 +36,12 @@ cdef inline void app_data(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t
         return
     if f.app == APP_UNKNOWN:
         app_detect(eng, f, d, p, n)
+    elif f.app == APP_H1 and not f.syn_seen and f.half[0].h1.msgs == 0 and f.half[1].h1.msgs == 0 \
+            and (f.half[d].h1.state == H1_RESYNC or f.half[d].h1.state == H1_IDLE) \
+            and sniff_start(p, n) == SL_NONE and h2_chain(p, n):
+        # joined inside a body: HTTP/1 found nothing yet, and this segment
+        # starts a chain of HTTP/2 frames
+        h2_start(eng, f, True)
     if f.app == APP_H2:
         h2_data(eng, f, d, p, n, ts)
     elif f.app == APP_TLS:

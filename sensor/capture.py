@@ -48,7 +48,7 @@ def _open_rings(ifaces, opts, fanout_base=-1):
     try:
         for i, name in enumerate(ifaces):
             rings.append(PacketRing(name, ring_mb=opts["ring_mb"], snaplen=opts["snaplen"],
-                                    promisc=opts["promisc"], bpf=opts["bpf"],
+                                    promisc=opts["promisc"], bpf=(opts["bpf"] or {}).get(name),
                                     fanout_group=-1 if fanout_base < 0 else fanout_base + i))
     except Exception:
         for r in rings:

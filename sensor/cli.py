@@ -47,7 +47,7 @@ def _summary(res, records):
     detail = dict(s["http_anomalies"])
     detail.update(s["packets_not_decoded"])
     for k in ("flows_evicted", "flows_timed_out", "reassembly_overflows", "overlaps_with_different_data",
-              "duplicates_dropped"):
+              "duplicates_dropped", "filtered_out"):
         if s[k]:
             detail[k] = s[k]
     if detail:
@@ -78,12 +78,13 @@ def main():
               help="Seconds of packet time after which a silent connection is closed.")
 @click.option("--dedup-window", type=click.FloatRange(0, None), default=10.0, show_default=True,
               help="Milliseconds within which an identical frame is a mirror copy: dropped, counted (0 = off).")
+@click.option("--bpf", default=None, help="Only packets matching this filter (libpcap syntax, as tcpdump's).")
 @click.option("--h2-max-streams", type=click.IntRange(1, None), default=1024, show_default=True,
               help="Open HTTP/2 streams kept per connection; more are counted and not tracked.")
 @click.option("--h2-max-header-block", type=click.IntRange(1024, None), default=256 << 10, show_default=True,
               help="Bytes of one HTTP/2 header block (HEADERS + CONTINUATION); larger blocks are dropped, counted.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
-def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_window, h2_max_streams,
+def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_window, bpf, h2_max_streams,
            h2_max_header_block, quiet):
     """Read pcap/pcapng captures (optionally gzip-compressed) and write one
     record per HTTP transaction.
@@ -93,6 +94,7 @@ def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_w
       sensor replay capture.pcap --format jsonl | jq .
       sensor replay day1.pcap.gz day2.pcap.gz -o records.msgpack
     """
+    from .bpf import BpfError
     from .pipeline import replay as run_replay
     from .sinks import RecordWriter
 
@@ -102,10 +104,12 @@ def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_w
         raise click.ClickException("cannot write %s: %s" % (output, e.strerror))
     progress = _Progress() if sys.stderr.isatty() and not quiet else None
     try:
-        res = run_replay(files, writer, progress=progress,
+        res = run_replay(files, writer, progress=progress, bpf=bpf,
                          memory_budget=memory_budget << 20, idle_timeout=idle_timeout,
                          h2_max_streams=h2_max_streams, h2_max_header_block=h2_max_header_block,
                          dedup_window=dedup_window / 1000.0)
+    except (BpfError, ValueError) as e:
+        raise click.ClickException(str(e))
     finally:
         writer.close()
         if progress:
@@ -156,19 +160,23 @@ def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, 
     from .capture import CaptureSetupError, capture as run_capture
     from .sinks import RecordWriter
 
-    code = None
+    codes = None
     if bpf:
+        # compiled for each interface's own link type, checked before the kernel sees it
+        from ._core import BpfFilter, _iface_linktype
         from .bpf import BpfError, compile_bpf
         try:
-            code = compile_bpf(bpf, 1, snaplen)
-        except BpfError as e:
+            codes = {name: compile_bpf(bpf, _iface_linktype(name), snaplen) for name in ifaces}
+            for code in codes.values():
+                BpfFilter(code)
+        except (BpfError, ValueError, CaptureSetupError) as e:
             raise click.ClickException(str(e))
     try:
         writer = RecordWriter(output, fmt, raw_targets)
     except OSError as e:
         raise click.ClickException("cannot write %s: %s" % (output, e.strerror))
     opts = {"workers": workers, "snaplen": snaplen, "ring_mb": ring_size, "promisc": not no_promisc,
-            "bpf": code, "raw_targets": raw_targets}
+            "bpf": codes, "raw_targets": raw_targets}
     try:
         res = run_capture(list(ifaces), writer, opts,
                           {"memory_budget": memory_budget << 20, "idle_timeout": idle_timeout,

@@ -13,11 +13,13 @@ class ReplayResult:
         self.elapsed = 0.0
 
 
-def replay(paths, writer, progress=None, **engine_opts):
+def replay(paths, writer, progress=None, bpf=None, **engine_opts):
     """Runs every capture in `paths` through one engine (flows continue across
     files, as for a rotated capture set) and writes one record per transaction."""
     res = ReplayResult()
     engine = Engine(**engine_opts)
+    if bpf:
+        engine.set_filter(bpf)
     t0 = time.perf_counter()
     # records and transactions hold no reference cycles: spare the cyclic GC
     # its scans over the millions of short-lived objects a capture makes

@@ -135,3 +135,16 @@ def test_every_frame_twice_gives_the_same_records(tmp_path):
     assert b.returncode == 0
     assert b.stdout == a.stdout
     assert ("duplicates_dropped %d" % frames) in b.stderr.decode()
+
+
+def test_bpf_filter_on_replay(tmp_path):
+    """--bpf keeps only matching packets, with libpcap's semantics."""
+    every = [json.loads(x) for x in run("replay", SAMPLE, "--format", "jsonl").stdout.splitlines()]
+    first_conn = every[0]["client.port"]
+    r = run("replay", SAMPLE, "--format", "jsonl", "--bpf", "tcp port %d" % first_conn)
+    assert r.returncode == 0
+    kept = [json.loads(x) for x in r.stdout.splitlines()]
+    assert kept == [x for x in every if x["client.port"] == first_conn] and 0 < len(kept) < len(every)
+    assert "filtered_out" in r.stderr.decode()
+    bad = run("replay", SAMPLE, "--bpf", "tcp port")
+    assert bad.returncode != 0 and b"Traceback" not in bad.stderr and b"--bpf" in bad.stderr

@@ -62,7 +62,7 @@ def server():
 class Capture:
     def __init__(self, path, port):
         self.path = path
-        self.p = subprocess.Popen(["tcpdump", "--immediate-mode", "-i", "lo", "-s", "0", "-U", "-w", str(path), "tcp port %d" % port],
+        self.p = subprocess.Popen(["tcpdump", "--immediate-mode", "-B", "65536", "-i", "lo", "-s", "0", "-U", "-w", str(path), "tcp port %d" % port],
                                   stderr=subprocess.PIPE)
         # tcpdump says "listening on lo" once the socket is open
         line = self.p.stderr.readline()
