@@ -11,7 +11,10 @@ import os
 import pickle
 import signal
 import struct
+import sys
 import time
+
+import msgpack
 
 from ._core import CaptureSetupError, Engine, PacketRing, RecordEncoder, capture_loop  # noqa: F401
 
@@ -25,22 +28,40 @@ class CaptureResult:
 
 
 class _Stop:
-    """Set by SIGINT/SIGTERM, the duration, or the packet count."""
+    """Asked once per round of the capture loop: stop? (SIGINT/SIGTERM, the
+    duration, the packet count). Also writes the periodic stats records and
+    reopens the output after SIGHUP."""
 
-    def __init__(self, duration, engine=None, count=None):
-        self.flag = False
+    def __init__(self, duration, engine=None, count=None, stats=None, rings=(), worker=None):
+        self.flag = self.hup = False
         self.deadline = time.monotonic() + duration if duration else None
-        self.engine, self.count = engine, count
+        self.engine, self.count, self.rings, self.worker = engine, count, rings, worker
+        self.emit_stats, self.interval = stats or (None, None)
+        self.next_stats = time.monotonic() + self.interval if self.interval else None
 
     def __call__(self):
-        if self.deadline is not None and time.monotonic() >= self.deadline:
+        now = time.monotonic()
+        if self.deadline is not None and now >= self.deadline:
             self.flag = True
-        if self.count and self.engine is not None and self.engine.stats()["packets"] >= self.count:
+        if self.count and self.engine.stats()["packets"] >= self.count:
             self.flag = True
+        if self.next_stats is not None and now >= self.next_stats:
+            self.next_stats = now + self.interval
+            self.emit_stats(stats_record(self.engine, self.rings, self.worker))
         return self.flag
 
     def set(self, *_):
         self.flag = True
+
+
+def stats_record(engine, rings, worker=None):
+    """A `stats` record: the engine's counters and the kernel's, now."""
+    s = engine.stats()
+    rec = {"type": "stats", "v": 1, "time_ns": time.time_ns(), "kernel": _kernel(rings)}
+    rec.update(s)
+    if worker is not None:
+        rec["sensor.worker"] = worker
+    return rec
 
 
 def _open_rings(ifaces, opts, fanout_base=-1):
@@ -75,6 +96,7 @@ def _kernel(rings):
 
 
 def capture(ifaces, writer, opts, engine_opts, duration=None, count=None, user=None, ready=None):
+    # (opts["stats_interval"]: seconds between stats records, or None)
     """Captures until a signal, the duration or the packet count; returns a
     CaptureResult. ready() is called once every socket is capturing."""
     if opts["workers"] > 1:
@@ -86,8 +108,9 @@ def capture(ifaces, writer, opts, engine_opts, duration=None, count=None, user=N
     if ready:
         ready()
     engine = Engine(**engine_opts)
-    stop = _Stop(duration, engine, count)
+    stop = _Stop(duration, engine, count, (writer.write_record, opts.get("stats_interval")), rings)
     old = {s: signal.signal(s, stop.set) for s in (signal.SIGINT, signal.SIGTERM)}
+    old[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: writer.reopen())
     t0 = time.perf_counter()
     try:
         capture_loop(engine, rings, writer.write_txns, stop)
@@ -105,14 +128,20 @@ def capture(ifaces, writer, opts, engine_opts, duration=None, count=None, user=N
 
 def _worker(k, ifaces, opts, engine_opts, fanout_base, conn, duration, user):
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # the parent says when to stop
+    # only the parent writes the output: a forked copy of its stdout buffer must never be flushed here
+    sys.stdout = open(os.devnull, "w")
     rings = _open_rings(ifaces, opts, fanout_base)
     conn.send_bytes(b"S")                                   # sockets open
     if user:
         _drop_privileges(user)
     engine = Engine(**engine_opts)
     enc = RecordEncoder(opts["raw_targets"])
-    stop = _Stop(duration)
+
+    def send_stats(rec):
+        conn.send_bytes(b"R" + struct.pack("<I", 1) + msgpack.packb(rec, use_bin_type=True))
+    stop = _Stop(duration, engine, None, (send_stats, opts.get("stats_interval")), rings, k)
     signal.signal(signal.SIGTERM, stop.set)
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)            # the parent owns the output
 
     def send(txns):
         if txns:
@@ -127,6 +156,7 @@ def _worker(k, ifaces, opts, engine_opts, fanout_base, conn, duration, user):
 def _capture_workers(ifaces, writer, opts, engine_opts, duration, user, ready):
     res = CaptureResult()
     ctx = multiprocessing.get_context("fork")
+    writer.flush()
     fanout_base = (os.getpid() * 16) & 0xFFF0
     procs, conns = [], []
     for k in range(opts["workers"]):
@@ -139,6 +169,7 @@ def _capture_workers(ifaces, writer, opts, engine_opts, duration, user, ready):
         conns.append(parent)
     stop = _Stop(duration)
     old = {s: signal.signal(s, stop.set) for s in (signal.SIGINT, signal.SIGTERM)}
+    old[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: writer.reopen())
     t0 = time.perf_counter()
     live = list(conns)
     started = 0

@@ -140,6 +140,8 @@ def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_w
 @click.option("--duration", type=click.FloatRange(0, None), default=None, help="Stop after this many seconds.")
 @click.option("--count", type=click.IntRange(1, None), default=None, help="Stop after this many packets (one worker).")
 @click.option("--user", default=None, help="Drop privileges to this user once the sockets are open.")
+@click.option("--stats-interval", type=click.FloatRange(0.1, None), default=None,
+              help="Seconds between `stats` records (packets, kernel drops, flows, gaps, records).")
 @click.option("--memory-budget", type=click.IntRange(16, None), default=256, show_default=True,
               help="MiB for flow state per worker; beyond it the oldest flows are evicted (counted).")
 @click.option("--idle-timeout", type=click.FloatRange(1, None), default=300.0, show_default=True)
@@ -147,10 +149,11 @@ def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_w
               help="Milliseconds within which an identical frame is a mirror copy: dropped, counted (0 = off).")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, no_promisc, duration,
-            count, user, memory_budget, idle_timeout, dedup_window, quiet):
+            count, user, stats_interval, memory_budget, idle_timeout, dedup_window, quiet):
     """Capture live from network interfaces (SPAN/mirror ports, veth, tunnels)
     and write one record per HTTP transaction. Stops on Ctrl-C or SIGTERM,
-    writing the transactions still open as partial records.
+    writing the transactions still open as partial records; SIGHUP reopens
+    the output file (log rotation).
 
     \b
     Examples:
@@ -176,7 +179,7 @@ def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, 
     except OSError as e:
         raise click.ClickException("cannot write %s: %s" % (output, e.strerror))
     opts = {"workers": workers, "snaplen": snaplen, "ring_mb": ring_size, "promisc": not no_promisc,
-            "bpf": codes, "raw_targets": raw_targets}
+            "bpf": codes, "raw_targets": raw_targets, "stats_interval": stats_interval}
     try:
         res = run_capture(list(ifaces), writer, opts,
                           {"memory_budget": memory_budget << 20, "idle_timeout": idle_timeout,

@@ -15,6 +15,7 @@ class RecordWriter:
         self.fmt = fmt
         self._enc = RecordEncoder(raw_targets)
         self.count = 0              # records written
+        self._path = path
         if path == "-":
             self._fh = sys.stdout.buffer
             self._close = False
@@ -26,6 +27,16 @@ class RecordWriter:
         if txns:
             self.write_encoded(self._enc.encode(txns), len(txns))
 
+    def write_record(self, rec):
+        """Writes one record given as a dict (stats records)."""
+        self.write_encoded(msgpack.packb(rec, use_bin_type=True), 1)
+
+    def reopen(self):
+        """SIGHUP: reopen the output file (after log rotation moved it)."""
+        if self._close:
+            self._fh.close()
+            self._fh = open(self._path, "ab", buffering=1 << 20)
+
     def write_encoded(self, data, n):
         """Writes n records already encoded as msgpack (e.g. by a capture worker)."""
         if not n:
@@ -36,10 +47,15 @@ class RecordWriter:
             return
         lines = []
         for rec in _records(data):
-            line = scorer_view(rec)
-            line.update(rec)
-            lines.append(json.dumps(line, separators=(",", ":")))
+            if rec.get("type") == "http":
+                line = scorer_view(rec)
+                line.update(rec)
+                rec = line
+            lines.append(json.dumps(rec, separators=(",", ":")))
         self._fh.write(("\n".join(lines) + "\n").encode())
+
+    def flush(self):
+        self._fh.flush()
 
     def close(self):
         self._fh.flush()

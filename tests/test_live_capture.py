@@ -156,3 +156,27 @@ def test_kernel_tunnels(net, kind):
             assert layer in encap
         else:
             assert any("erspan" in x for x in encap)
+
+
+def test_stats_records_and_sighup_reopen(net, tmp_path):
+    out = tmp_path / "records.jsonl"
+    p = subprocess.Popen(["sensor", "capture", "-i", HOST_IF, "--format", "jsonl", "-o", str(out),
+                          "--stats-interval", "0.3"], stderr=subprocess.PIPE)
+    assert b"capturing on" in p.stderr.readline()
+    curl("10.61.0.1", ["/before/200"])
+    time.sleep(0.8)
+    os.rename(out, tmp_path / "rotated.jsonl")          # what logrotate does, then SIGHUP
+    p.send_signal(signal.SIGHUP)
+    time.sleep(0.3)
+    curl("10.61.0.1", ["/after/200"])
+    time.sleep(0.8)
+    p.send_signal(signal.SIGTERM)
+    assert p.wait(30) == 0
+    old = [json.loads(x) for x in open(tmp_path / "rotated.jsonl")]
+    new = [json.loads(x) for x in open(out)]
+    assert [r["path"] for r in old if r["type"] == "http"] == ["/before/200"]
+    assert [r["path"] for r in new if r["type"] == "http"] == ["/after/200"]
+    stats = [r for r in old + new if r["type"] == "stats"]
+    assert len(stats) >= 3
+    assert stats[-1]["kernel"]["packets"] >= stats[0]["kernel"]["packets"] > 0 or stats[-1]["packets"] > 0
+    assert all("method" not in r for r in stats)
