@@ -2,7 +2,6 @@
 import gzip
 import json
 import os
-import shutil
 import subprocess
 
 import msgpack

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import socket
 import struct
 import subprocess
@@ -29,6 +28,7 @@ from hyperframe.frame import (ContinuationFrame, DataFrame, GoAwayFrame, Headers
                               PingFrame, PriorityFrame, PushPromiseFrame, RstStreamFrame, SettingsFrame,
                               WindowUpdateFrame)
 
+from loopback import Capture, free_port
 from pcapgen import Conv, flags, split
 
 JSONL = ("--format", "jsonl", "-o", "-")
@@ -68,12 +68,6 @@ def replay_file(path, *args):
 
 # ------------------------------------------------------------------ real traffic
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def start(argv, port, what):
     """Start a server and wait until it accepts (before any capture starts)."""
     if not shutil.which(argv[0]):
@@ -90,39 +84,6 @@ def start(argv, port, what):
     raise AssertionError("%s does not listen" % argv)
 
 
-class Capture:
-    """tcpdump on loopback; a 64 MiB buffer so 64 KiB loopback segments are
-    not dropped in bursts, and a check that none were."""
-
-    def __init__(self, path, port):
-        self.path = path
-        self.p = subprocess.Popen(["tcpdump", "--immediate-mode", "-B", "65536", "-i", "lo", "-s", "0", "-U",
-                                   "-w", str(path), "tcp port %d" % port], stderr=subprocess.PIPE)
-        line = self.p.stderr.readline()
-        assert b"listening" in line, line
-
-    def stop(self):
-        # tcpdump drops what it has not written when interrupted: wait until the file stops growing
-        last, stable = -1, 0
-        for _ in range(100):
-            time.sleep(0.05)
-            size = os.path.getsize(self.path)
-            stable = stable + 1 if size == last else 0
-            last = size
-            if stable >= 6:
-                break
-        self.p.send_signal(signal.SIGINT)
-        err = self.p.communicate(timeout=10)[1]
-        assert re.search(rb"\b0 packets dropped by kernel", err), err
-        return self.path
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        if self.p.poll() is None:       # the test failed before stop()
-            self.p.kill()
-            self.p.communicate()
 
 
 # ASCII bodies: no byte run looks like a frame header; c.txt spans several loopback segments

@@ -8,23 +8,17 @@ import asyncio
 import json
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import threading
-import time
 
 import pytest
 from aiohttp import web
 
+from loopback import Capture, free_port
+
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("tcpdump"),
                                 reason="needs root and tcpdump (.ci/run installs it)")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -57,30 +51,6 @@ def server():
     assert ready.wait(10)
     yield port
     loop.call_soon_threadsafe(loop.stop)
-
-
-class Capture:
-    def __init__(self, path, port):
-        self.path = path
-        self.p = subprocess.Popen(["tcpdump", "--immediate-mode", "-B", "65536", "-i", "lo", "-s", "0", "-U", "-w", str(path), "tcp port %d" % port],
-                                  stderr=subprocess.PIPE)
-        # tcpdump says "listening on lo" once the socket is open
-        line = self.p.stderr.readline()
-        assert b"listening" in line, line
-
-    def stop(self):
-        # tcpdump drops what it has not written when interrupted: wait until
-        # the file stops growing (a loaded machine delays it)
-        last, stable = -1, 0
-        for _ in range(100):
-            time.sleep(0.1)
-            size = os.path.getsize(self.path)
-            stable = stable + 1 if size == last else 0
-            last = size
-            if stable >= 5:
-                break
-        self.p.send_signal(signal.SIGINT)
-        self.p.wait(10)
 
 
 def replay(path):

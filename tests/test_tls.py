@@ -10,7 +10,7 @@ import threading
 
 import pytest
 
-from test_live_traffic import Capture, free_port
+from loopback import Capture, free_port
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("tcpdump") or not shutil.which("openssl"),
                                 reason="needs root, tcpdump and openssl (.ci/run installs them)")
