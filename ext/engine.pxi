@@ -16,7 +16,8 @@ cdef enum:
 cdef int64_t SEC = 1000000000
 
 cdef enum:
-    DEDUP_SLOTS = 65536             # recent frames remembered for duplicate suppression
+    DEDUP_SLOTS = 8192              # recent frames remembered for duplicate suppression: small
+                                    # enough to stay in cache (a copy arrives within microseconds)
 
 cdef struct DedupSlot:
     uint64_t fingerprint
