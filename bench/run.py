@@ -57,26 +57,41 @@ def ensure_capture(path, size, generate):
     return json.loads(manifest.read_text()) if manifest.exists() else None
 
 
+def busy_elsewhere(cpu):
+    """(busy, total) jiffies of every core but `cpu` since boot, from /proc/stat."""
+    busy = total = 0
+    for m in re.finditer(r"^cpu(\d+) (.*)$", Path("/proc/stat").read_text(), re.M):
+        if int(m.group(1)) != cpu:
+            t = [int(x) for x in m.group(2).split()[:8]]   # user nice system idle iowait irq softirq steal
+            total += sum(t)
+            busy += sum(t) - t[3] - t[4]
+    return busy, total
+
+
 def measure(cmd, cpu):
-    """Run cmd once as a fresh process pinned to one core: wall s, CPU s, peak RSS (KiB), stdout, stderr.
+    """Run cmd once as a fresh process pinned to one core: wall s, CPU s, peak RSS (KiB), stdout, stderr,
+    and how busy the other cores were meanwhile (0-1). Work there slows this core too (shared caches,
+    memory bandwidth, maybe SMT siblings) without showing in its CPU time.
 
     Peak RSS comes from GNU time rather than our own wait4(): a child forked from this
     Python process inherits its ~20 MB high-water mark, one forked from `time` does not.
     """
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
             tempfile.NamedTemporaryFile("r") as rss:
-        t0 = time.perf_counter()
+        b0, t0 = busy_elsewhere(cpu), time.perf_counter()
         p = subprocess.Popen(["taskset", "-c", str(cpu), "/usr/bin/time", "-f", "%M", "-o", rss.name, *cmd],
                              stdout=out, stderr=err)
         _, status, ru = os.wait4(p.pid, 0)
         wall = time.perf_counter() - t0
+        b1 = busy_elsewhere(cpu)
         p.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         stdout, stderr = out.read().decode(errors="replace"), err.read().decode(errors="replace")
         if p.returncode:
             sys.exit(f"run.py: {shlex.join(cmd)} exited {p.returncode}:\n{stderr[-2000:]}")
-        return wall, ru.ru_utime + ru.ru_stime, int(rss.read().split()[-1]), stdout, stderr
+        other = (b1[0] - b0[0]) / max(b1[1] - b0[1], 1)
+        return wall, ru.ru_utime + ru.ru_stime, int(rss.read().split()[-1]), stdout, stderr, other
 
 
 def bench(readers, cpu):
@@ -88,12 +103,13 @@ def bench(readers, cpu):
             if i < runs:
                 r = measure(cmd, cpu)
                 results[name].append(r)
-                log(f"{name} run {i + 1}/{runs}: {r[0]:.3f} s, peak RSS {r[2] / 1024:.1f} MiB")
+                log(f"{name} run {i + 1}/{runs}: {r[0]:.3f} s, peak RSS {r[2] / 1024:.1f} MiB, "
+                    f"other cores {r[5]:.0%} busy")
     best = {}
     for name, rs in results.items():
-        wall, cpu_s, _, stdout, stderr = min(rs, key=lambda r: r[0])
+        wall, cpu_s, _, stdout, stderr, other = min(rs, key=lambda r: r[0])
         best[name] = {"runs": len(rs), "wall": wall, "cpu": cpu_s, "rss_kib": max(r[2] for r in rs),
-                      "stdout": stdout, "stderr": stderr}
+                      "stdout": stdout, "stderr": stderr, "other": other}
     return best
 
 
@@ -183,6 +199,13 @@ command that produced it: regenerate them rather than edit them.
 <!-- bench:profile -->
 {profile}<!-- /bench:profile -->
 
+## Live capture: tcpreplay onto a veth
+
+Written by `bench/live.py`.
+
+<!-- bench:live -->
+{live}<!-- /bench:live -->
+
 ## The three readers
 
 - **cwalk**: `read(2)` in 4 MiB windows, walks the 16-byte record headers,
@@ -218,7 +241,7 @@ def write_page(path, **sections):
     """Rewrite the page, keeping the sections this run did not measure."""
     old = path.read_text() if path.exists() else ""
     body = {}
-    for name in ("throughput", "rss", "profile"):
+    for name in ("throughput", "rss", "profile", "live"):
         kept = re.search(rf"<!-- bench:{name} -->\n(.*?)<!-- /bench:{name} -->", old, re.S)
         body[name] = sections.get(name) or (kept.group(1) if kept else "Not measured yet.\n")
     path.write_text(PAGE.format(vs_dpkt=TARGET_VS_DPKT, vs_cwalk=TARGET_VS_CWALK,
@@ -232,10 +255,11 @@ def verdict(ok):
 
 def row(label, r, size, packets):
     if r is None:
-        return f"| {label} | not measured | | | | | | | |"
+        return f"| {label} | not measured | | | | | | | | |"
     tx = r.get("transactions")
     tx_cells = ("—", "—") if tx is None else (f"{tx:,}", f"{tx / r['wall']:,.0f}")
-    return (f"| {label} | best of {r['runs']} | {r['wall']:.3f} | {r['cpu']:.3f} | {packets / r['wall']:,.0f} | "
+    return (f"| {label} | best of {r['runs']} | {r['wall']:.3f} | {r['cpu']:.3f} | {r['other']:.0%} | "
+            f"{packets / r['wall']:,.0f} | "
             f"{size / 1e6 / r['wall']:,.1f} | {tx_cells[0]} | {tx_cells[1]} | {mib(r['rss_kib'])} |")
 
 
@@ -268,10 +292,11 @@ def run_throughput(args, tmp):
         f"- each run is a fresh process pinned to core {args.cpu} (`taskset -c {args.cpu}`) reading the capture from "
         "the page cache, the readers taking turns run by run; wall time is the best run, peak RSS (GNU `time -f %M`) the largest; MB/s is capture "
         "bytes (10^6) per wall second, packets/s all packets in the file per wall second; CPU s close to "
-        "wall s says the best run was not slowed by other work on the machine",
+        "wall s says the best run did not wait for its core, *others busy* how busy the other cores were "
+        "meanwhile (work there slows this core too, through shared caches and memory, and shows in neither)",
         "",
-        "| reader | runs | wall s | CPU s | packets/s | MB/s | transactions | transactions/s | peak RSS |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| reader | runs | wall s | CPU s | others busy | packets/s | MB/s | transactions | transactions/s | peak RSS |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         row("bare C walk (`cwalk`)", cw, size, packets),
         row("dpkt+h2 pipeline", dp, size, packets),
         row("`sensor replay`", se, size, packets),
@@ -327,10 +352,10 @@ def run_rss(args, tmp):
         f"- sensor: {sensor_desc(args)}, pinned to core {args.cpu}; "
         "peak RSS is the largest GNU `time -f %M` over the runs",
         "",
-        "| capture | bytes | packets | transactions | wall s (best) | peak RSS |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| capture | bytes | packets | transactions | wall s (best) | CPU s | others busy | peak RSS |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
         *(f"| `{r['capture']}` | {r['size']:,} | {r['packets']:,} | {r['transactions']:,} | {r['wall']:.3f} | "
-          f"{mib(r['rss_kib'])} |" for r in rows),
+          f"{r['cpu']:.3f} | {r['other']:.0%} | {mib(r['rss_kib'])} |" for r in rows),
         "",
         f"- peak RSS ratio, {big['size'] / 1e6:,.0f} MB / {small['size'] / 1e6:,.0f} MB capture: **{ratio:.2f}** "
         f"(target <= {TARGET_RSS:.2f}: {verdict(ratio <= TARGET_RSS)})",
@@ -371,6 +396,7 @@ def import_times(cmd, cpu, runs):
 
 
 def run_profile(args, tmp):
+    """Where the time goes: perf self time by function over one replay, start-up on an empty capture."""
     capture = args.capture
     empty = os.path.join(tmp, "empty.pcap")
     Path(empty).write_bytes(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))   # pcap header, no packet
@@ -382,8 +408,8 @@ def run_profile(args, tmp):
     start, full = res["empty capture"], res["capture"]
     imports = []
     for name, (ms, kids) in sorted(import_times(replay_empty, args.cpu, args.runs).items(), key=lambda i: -i[1][0]):
-        big = ", ".join(f"`{k}` {kms:.1f}" for k, kms in sorted(kids.items(), key=lambda i: -i[1]) if kms >= 5)
         if ms >= 2:
+            big = ", ".join(f"`{k}` {kms:.1f}" for k, kms in sorted(kids.items(), key=lambda i: -i[1]) if kms >= 5)
             imports.append(f"`{name}` {ms:.1f} ms" + (f" ({big})" if big else ""))
     lines = [
         f"Measured {datetime.date.today()} with:\n",
@@ -396,10 +422,11 @@ def run_profile(args, tmp):
         "so call chains through it are not reliable: self time only",
         "",
         f"Start-up: `sensor replay` of an empty pcap (header only) takes **{start['wall'] * 1000:.0f} ms** "
-        f"(best of {start['runs']}, CPU {start['cpu'] * 1000:.0f} ms, peak RSS {mib(start['rss_kib'])}), "
-        f"{start['wall'] / full['wall']:.0%} of the {full['wall']:.3f} s replay of the capture "
-        f"(best of {full['runs']}, CPU {full['cpu']:.3f} s). Its imports under `PYTHONPROFILEIMPORTTIME=1`, "
-        f"each the fastest of {args.runs} more runs (cumulative, nested imports >= 5 ms in brackets): "
+        f"(best of {start['runs']}, CPU {start['cpu'] * 1000:.0f} ms, other cores {start['other']:.0%} busy, "
+        f"peak RSS {mib(start['rss_kib'])}), {start['wall'] / full['wall']:.0%} of the {full['wall']:.3f} s replay "
+        f"of the capture (best of {full['runs']}, CPU {full['cpu']:.3f} s, other cores {full['other']:.0%} busy). "
+        f"Its imports under `PYTHONPROFILEIMPORTTIME=1`, each the fastest of {args.runs} more runs "
+        "(cumulative, nested imports >= 5 ms in brackets): "
         f"{', '.join(imports)}.",
         "",
         "| shared object | self time | samples |",
