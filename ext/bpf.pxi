@@ -5,7 +5,6 @@
 # also take for live capture; bpf_run gives exactly libpcap's bpf_filter()
 # result, so replay keeps the packets `tcpdump -r FILE EXPR` would.
 
-cimport cython
 
 cdef struct BpfInsn:        # layout of struct sock_filter / struct bpf_insn
     uint16_t code

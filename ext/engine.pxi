@@ -136,9 +136,9 @@ cdef class Engine:
         tunnel_in_key / vlan_in_key: tunnel ids (VNI, GRE key, ERSPAN session)
         / VLAN ids join the connection key, so the same addresses seen in two
         mirror sessions stay two connections."""
+        memset(&self.dc, 0, sizeof(DecodeCtx))
         self.dc.tunnel_in_key = tunnel_in_key
         self.dc.vlan_in_key = vlan_in_key
-        memset(&self.dc, 0, sizeof(DecodeCtx))
         self.table = FlowTable()
         self.out = []
         self.budget = memory_budget

@@ -12,7 +12,6 @@
 # Entries are (name, value) tuples of str, so an indexed field costs one
 # reference to an existing tuple; a name we never saw is None.
 
-cimport cython
 from cpython.ref cimport PyObject, Py_INCREF, Py_DECREF
 from cpython.unicode cimport PyUnicode_DecodeLatin1
 

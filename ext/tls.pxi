@@ -12,7 +12,6 @@ import struct
 cdef enum:
     TLS_MAX_HELLO = 32768           # bytes collected before giving up on a hello
 
-cimport cython
 
 
 @cython.no_gc

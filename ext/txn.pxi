@@ -26,7 +26,6 @@ FLAG_NAMES = ("no_request", "no_response", "request_gap", "response_gap",
               "hpack_unknown", "reset", "h2c_upgrade", "pushed")
 
 
-cimport cython
 
 
 @cython.no_gc       # holds only strings, ints and lists of strings: no cycles to collect

@@ -79,13 +79,16 @@ def main():
 @click.option("--dedup-window", type=click.FloatRange(0, None), default=10.0, show_default=True,
               help="Milliseconds within which an identical frame is a mirror copy: dropped, counted (0 = off).")
 @click.option("--bpf", default=None, help="Only packets matching this filter (libpcap syntax, as tcpdump's).")
+@click.option("--tunnel-key/--no-tunnel-key", default=True, show_default=True,
+              help="Tunnel ids (VXLAN/Geneve VNI, GRE key, ERSPAN session) join the connection key.")
+@click.option("--vlan-key", is_flag=True, help="VLAN ids join the connection key too.")
 @click.option("--h2-max-streams", type=click.IntRange(1, None), default=1024, show_default=True,
               help="Open HTTP/2 streams kept per connection; more are counted and not tracked.")
 @click.option("--h2-max-header-block", type=click.IntRange(1024, None), default=256 << 10, show_default=True,
               help="Bytes of one HTTP/2 header block (HEADERS + CONTINUATION); larger blocks are dropped, counted.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
-def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_window, bpf, h2_max_streams,
-           h2_max_header_block, quiet):
+def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_window, bpf, tunnel_key,
+           vlan_key, h2_max_streams, h2_max_header_block, quiet):
     """Read pcap/pcapng captures (optionally gzip-compressed) and write one
     record per HTTP transaction.
 
@@ -107,7 +110,7 @@ def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_w
         res = run_replay(files, writer, progress=progress, bpf=bpf,
                          memory_budget=memory_budget << 20, idle_timeout=idle_timeout,
                          h2_max_streams=h2_max_streams, h2_max_header_block=h2_max_header_block,
-                         dedup_window=dedup_window / 1000.0)
+                         dedup_window=dedup_window / 1000.0, tunnel_in_key=tunnel_key, vlan_in_key=vlan_key)
     except (BpfError, ValueError) as e:
         raise click.ClickException(str(e))
     finally:
@@ -147,9 +150,12 @@ def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_w
 @click.option("--idle-timeout", type=click.FloatRange(1, None), default=300.0, show_default=True)
 @click.option("--dedup-window", type=click.FloatRange(0, None), default=10.0, show_default=True,
               help="Milliseconds within which an identical frame is a mirror copy: dropped, counted (0 = off).")
+@click.option("--tunnel-key/--no-tunnel-key", default=True, show_default=True,
+              help="Tunnel ids (VXLAN/Geneve VNI, GRE key, ERSPAN session) join the connection key.")
+@click.option("--vlan-key", is_flag=True, help="VLAN ids join the connection key too.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, no_promisc, duration,
-            count, user, stats_interval, memory_budget, idle_timeout, dedup_window, quiet):
+            count, user, stats_interval, memory_budget, idle_timeout, dedup_window, tunnel_key, vlan_key, quiet):
     """Capture live from network interfaces (SPAN/mirror ports, veth, tunnels)
     and write one record per HTTP transaction. Stops on Ctrl-C or SIGTERM,
     writing the transactions still open as partial records; SIGHUP reopens
@@ -183,7 +189,8 @@ def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, 
     try:
         res = run_capture(list(ifaces), writer, opts,
                           {"memory_budget": memory_budget << 20, "idle_timeout": idle_timeout,
-                           "dedup_window": dedup_window / 1000.0},
+                           "dedup_window": dedup_window / 1000.0, "tunnel_in_key": tunnel_key,
+                           "vlan_in_key": vlan_key},
                           duration=duration, count=count, user=user,
                           ready=lambda: click.echo("sensor: capturing on %s" % ", ".join(ifaces), err=True))
     except (CaptureSetupError, KeyError, PermissionError) as e:

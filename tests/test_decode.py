@@ -51,10 +51,10 @@ def write_pcap(path, frames, linktype):
             f.write(struct.pack("<IIII", 1700000000, i, len(b), len(b)) + b)
 
 
-def replay(tmp_path, pkts, linktype=1):
+def replay(tmp_path, pkts, linktype=1, *args):
     path = tmp_path / "t.pcap"
     write_pcap(path, pkts, linktype)
-    r = subprocess.run(["sensor", "replay", str(path), "--format", "jsonl"], capture_output=True, timeout=30)
+    r = subprocess.run(["sensor", "replay", str(path), "--format", "jsonl", *args], capture_output=True, timeout=30)
     assert r.returncode == 0, r.stderr
     return [json.loads(x) for x in r.stdout.splitlines()], r.stderr.decode()
 
@@ -147,3 +147,27 @@ def test_malformed_headers_are_counted(tmp_path):
     check_one(recs)
     assert "packets not decoded" in err
     assert " 0 packets not decoded" not in err
+
+
+def test_tunnel_ids_keep_equal_addresses_apart(tmp_path):
+    """Two mirror sessions (VNI 1 and 2) carry the same inner 4-tuple and
+    sequence numbers: by default they are two connections, each with its
+    own record and tunnel id, not one connection with conflicting data."""
+    def session(vni, path):
+        req = REQ.replace(b"/api/items", path)
+        pkts = []
+        for p in exchange(v4):
+            if p.haslayer(Raw) and p[Raw].load == REQ:
+                p[Raw].load = req
+                p[IP].len = None
+            pkts.append(E() / IP(src="192.0.2.1", dst="192.0.2.2") / UDP(sport=5555, dport=4789) /
+                        VXLAN(vni=vni) / E() / p)
+        return pkts
+    a, b = session(1, b"/one"), session(2, b"/two")
+    mixed = [x for pair in zip(a, b) for x in pair]
+    recs, _ = replay(tmp_path, mixed)
+    got = sorted((r["path"], r["sensor.encap"][0]["vxlan"]) for r in recs)
+    assert got == [("/one", 1), ("/two", 2)]
+    # keyed on the inner addresses alone, the second session is one retransmitted connection
+    recs, err = replay(tmp_path, mixed, 1, "--no-tunnel-key")
+    assert [r["path"] for r in recs] == ["/one"] and " 1 flows" in err
