@@ -10,6 +10,8 @@
 
 # Limits against hostile peers are Engine options (h2_max_streams, ...); each
 # hit is counted in h2_anom.
+from cpython.unicode cimport PyUnicode_READ_CHAR
+
 cdef enum:
     H2_PREFACE_LEN = 24
     H2_MAX_CONTROL = 65536          # payload kept of other non-DATA frames
@@ -349,16 +351,19 @@ cdef void h2_block(Engine eng, Flow* f, int d, int64_t ts):
                 st.req_end = 1
     h2_maybe_done(eng, f, st)
 
+cdef inline bint is_pseudo(str name):
+    return len(name) > 0 and PyUnicode_READ_CHAR(name, 0) == 58     # ':'
+
 cdef void h2_request_fields(Txn t, list fields):
     cdef list names = []
     for name, value in fields:
         if name is None:
             continue
-        if name[:1] == ":":
-            if name == ":method":
-                t.method = value
-            elif name == ":path":
+        if is_pseudo(name):
+            if name == ":path":
                 t.target = value
+            elif name == ":method":
+                t.method = value
             elif name == ":authority":
                 t.host = value
             elif name == ":protocol":
@@ -381,6 +386,8 @@ cdef void h2_response_fields(Txn t, H2Stream* st, list fields, int64_t ts):
     cdef list names = []
     status = None
     for name, value in fields:
+        if name is None or not is_pseudo(name):
+            break                       # pseudo-header fields come first (RFC 9113 8.3)
         if name == ":status":
             status = value
     if status is None:
@@ -398,7 +405,7 @@ cdef void h2_response_fields(Txn t, H2Stream* st, list fields, int64_t ts):
         t.interim.append(code)
         return
     for name, value in fields:
-        if name is None or name[:1] == ":":
+        if name is None or is_pseudo(name):
             continue
         names.append(name)
         if name == "content-type":

@@ -37,10 +37,26 @@ cdef inline void wb_byte(WBuf* b, uint8_t c) noexcept:
     b.n += 1
 
 cdef inline void wb_be(WBuf* b, uint64_t v, int width) noexcept:
-    cdef int i
-    for i in range(width - 1, -1, -1):
-        b.p[b.n] = <char>((v >> (8 * i)) & 0xFF)
-        b.n += 1
+    # width is 2, 4 or 8: one unrolled store sequence each
+    cdef char* q = b.p + b.n
+    if width == 2:
+        q[0] = <char>(v >> 8)
+        q[1] = <char>v
+    elif width == 4:
+        q[0] = <char>(v >> 24)
+        q[1] = <char>(v >> 16)
+        q[2] = <char>(v >> 8)
+        q[3] = <char>v
+    else:
+        q[0] = <char>(v >> 56)
+        q[1] = <char>(v >> 48)
+        q[2] = <char>(v >> 40)
+        q[3] = <char>(v >> 32)
+        q[4] = <char>(v >> 24)
+        q[5] = <char>(v >> 16)
+        q[6] = <char>(v >> 8)
+        q[7] = <char>v
+    b.n += width
 
 cdef int wb_str(WBuf* b, const char* s, size_t n) except -1:
     wb_reserve(b, n + 5)
@@ -59,12 +75,28 @@ cdef int wb_str(WBuf* b, const char* s, size_t n) except -1:
     b.n += n
     return 0
 
-cdef inline int wb_key(WBuf* b, const char* s) except -1:
-    return wb_str(b, s, strlen(s))
+cdef inline int wb_key(WBuf* b, const char* s, size_t n) except -1:
+    # keys are literals shorter than 256 bytes, their length known at the call
+    wb_reserve(b, n + 2)
+    if n < 32:
+        b.p[b.n] = <char>(0xA0 | n)
+        b.n += 1
+    else:
+        b.p[b.n] = <char>0xD9
+        b.p[b.n + 1] = <char>n
+        b.n += 2
+    memcpy(b.p + b.n, s, n)
+    b.n += n
+    return 0
 
 cdef int wb_pystr(WBuf* b, object s) except -1:
     cdef Py_ssize_t n
-    cdef const char* u = PyUnicode_AsUTF8AndSize(s, &n)
+    cdef const char* u
+    if s is None:                   # a field nothing on the wire filled (e.g. a lost message)
+        wb_reserve(b, 1)
+        wb_byte(b, 0xC0)
+        return 0
+    u = PyUnicode_AsUTF8AndSize(s, &n)
     return wb_str(b, u, n)
 
 cdef int wb_int(WBuf* b, int64_t v) except -1:
@@ -102,9 +134,6 @@ cdef int wb_strlist(WBuf* b, list items) except -1:
     for x in items:
         wb_pystr(b, x)
     return 0
-
-cdef extern from "string.h":
-    size_t strlen(const char*)
 
 
 # Query parameter names of q[:n]: `k=v` pairs by name; a bare token only when
@@ -145,7 +174,7 @@ cdef list query_names(const char* q, size_t n):
 cdef int wb_encap(WBuf* b, object encap) except -1:
     if encap is None:
         return 0
-    wb_key(b, b"sensor.encap")
+    wb_key(b, b"sensor.encap", 12)
     wb_array(b, len(encap))
     for layer in encap:
         for name, ident in layer.items():
@@ -185,33 +214,33 @@ cdef class RecordEncoder:
         wb_reserve(b, 5)
         hdr = b.n
         b.n += 5
-        wb_key(b, b"type"); wb_str(b, b"tls", 3)
-        wb_key(b, b"v"); wb_int(b, 1)
-        wb_key(b, b"start_ns"); wb_int(b, t.start_ns or t.end_ns)
-        wb_key(b, b"network.community_id"); wb_pystr(b, t.community_id)
-        wb_key(b, b"network.transport"); wb_str(b, b"tcp", 3)
-        wb_key(b, b"client.address"); wb_pystr(b, t.client_addr)
-        wb_key(b, b"client.port"); wb_int(b, t.client_port)
-        wb_key(b, b"server.address"); wb_pystr(b, t.server_addr)
-        wb_key(b, b"server.port"); wb_int(b, t.server_port)
+        wb_key(b, b"type", 4); wb_str(b, b"tls", 3)
+        wb_key(b, b"v", 1); wb_int(b, 1)
+        wb_key(b, b"start_ns", 8); wb_int(b, t.start_ns or t.end_ns)
+        wb_key(b, b"network.community_id", 20); wb_pystr(b, t.community_id)
+        wb_key(b, b"network.transport", 17); wb_str(b, b"tcp", 3)
+        wb_key(b, b"client.address", 14); wb_pystr(b, t.client_addr)
+        wb_key(b, b"client.port", 11); wb_int(b, t.client_port)
+        wb_key(b, b"server.address", 14); wb_pystr(b, t.server_addr)
+        wb_key(b, b"server.port", 11); wb_int(b, t.server_port)
         keys += wb_encap(b, t.encap)
         if t.server_name is not None:
-            wb_key(b, b"tls.client.server_name"); wb_pystr(b, t.server_name)
+            wb_key(b, b"tls.client.server_name", 22); wb_pystr(b, t.server_name)
             keys += 1
         if t.alpn_offered is not None:
-            wb_key(b, b"sensor.tls.alpn_offered"); wb_strlist(b, t.alpn_offered)
+            wb_key(b, b"sensor.tls.alpn_offered", 23); wb_strlist(b, t.alpn_offered)
             keys += 1
         if t.versions_offered is not None:
-            wb_key(b, b"sensor.tls.versions_offered"); wb_strlist(b, t.versions_offered)
+            wb_key(b, b"sensor.tls.versions_offered", 27); wb_strlist(b, t.versions_offered)
             keys += 1
         if t.version is not None:
-            wb_key(b, b"tls.protocol.version"); wb_pystr(b, t.version)
-            wb_key(b, b"sensor.tls.cipher_suite"); wb_pystr(b, t.cipher)
+            wb_key(b, b"tls.protocol.version", 20); wb_pystr(b, t.version)
+            wb_key(b, b"sensor.tls.cipher_suite", 23); wb_pystr(b, t.cipher)
             keys += 2
         if t.alpn is not None:
-            wb_key(b, b"tls.next_protocol"); wb_pystr(b, t.alpn)
+            wb_key(b, b"tls.next_protocol", 17); wb_pystr(b, t.alpn)
             keys += 1
-        wb_key(b, b"sensor.completeness")
+        wb_key(b, b"sensor.completeness", 19)
         wb_array(b, 0 if not t.flags else len(t.completeness))
         if t.flags:
             for flag in t.completeness:
@@ -235,31 +264,31 @@ cdef class RecordEncoder:
         wb_reserve(b, 5)
         hdr = b.n
         b.n += 5                        # map32 header, count patched below
-        wb_key(b, b"type"); wb_str(b, b"http", 4)
-        wb_key(b, b"v"); wb_int(b, 1)
-        wb_key(b, b"start_ns"); wb_int(b, t.req_start if req else t.resp_start)
-        wb_key(b, b"end_ns"); wb_int(b, t.resp_end if resp else t.req_end)
-        wb_key(b, b"network.community_id"); wb_pystr(b, t.community_id)
-        wb_key(b, b"network.transport"); wb_str(b, b"tcp", 3)
-        wb_key(b, b"network.protocol.name"); wb_str(b, b"http", 4)
-        wb_key(b, b"network.protocol.version"); wb_pystr(b, t.version if req or t.resp_version is None else t.resp_version)
-        wb_key(b, b"client.address"); wb_pystr(b, t.client_addr)
-        wb_key(b, b"client.port"); wb_int(b, t.client_port)
-        wb_key(b, b"server.address"); wb_pystr(b, t.server_addr)
-        wb_key(b, b"server.port"); wb_int(b, t.server_port)
+        wb_key(b, b"type", 4); wb_str(b, b"http", 4)
+        wb_key(b, b"v", 1); wb_int(b, 1)
+        wb_key(b, b"start_ns", 8); wb_int(b, t.req_start if req else t.resp_start)
+        wb_key(b, b"end_ns", 6); wb_int(b, t.resp_end if resp else t.req_end)
+        wb_key(b, b"network.community_id", 20); wb_pystr(b, t.community_id)
+        wb_key(b, b"network.transport", 17); wb_str(b, b"tcp", 3)
+        wb_key(b, b"network.protocol.name", 21); wb_str(b, b"http", 4)
+        wb_key(b, b"network.protocol.version", 24); wb_pystr(b, t.version if t.version is not None else t.resp_version)
+        wb_key(b, b"client.address", 14); wb_pystr(b, t.client_addr)
+        wb_key(b, b"client.port", 11); wb_int(b, t.client_port)
+        wb_key(b, b"server.address", 14); wb_pystr(b, t.server_addr)
+        wb_key(b, b"server.port", 11); wb_int(b, t.server_port)
         keys = 12 + wb_encap(b, t.encap)
         if req and resp:
-            wb_key(b, b"timing")
+            wb_key(b, b"timing", 6)
             wb_reserve(b, 1)
             wb_byte(b, 0x82)
-            wb_key(b, b"request_end_ns"); wb_int(b, t.req_end)
-            wb_key(b, b"response_start_ns"); wb_int(b, t.resp_start)
+            wb_key(b, b"request_end_ns", 14); wb_int(b, t.req_end)
+            wb_key(b, b"response_start_ns", 17); wb_int(b, t.resp_start)
             keys += 1
         if t.stream_id:
-            wb_key(b, b"http2.stream_id"); wb_int(b, t.stream_id)
+            wb_key(b, b"http2.stream_id", 15); wb_int(b, t.stream_id)
             keys += 1
         if req:
-            wb_key(b, b"http.request.method"); wb_pystr(b, t.method)
+            wb_key(b, b"http.request.method", 19); wb_pystr(b, t.method)
             keys += 1
             tg = PyUnicode_AsUTF8AndSize(t.target if t.target is not None else "", &tn)
             # path: origin-form as is; absolute-form without scheme://authority;
@@ -279,93 +308,93 @@ cdef class RecordEncoder:
                     and (tg[3] | 32) == b'p':
                 i = 4 + ((tg[4] | 32) == b's')
                 if i + 3 <= pe and tg[i] == b':' and tg[i + 1] == b'/' and tg[i + 2] == b'/':
-                    wb_key(b, b"url.scheme")
+                    wb_key(b, b"url.scheme", 10)
                     wb_str(b, b"https" if i == 5 else b"http", i)
                     keys += 1
                     a = i + 3
                     while a < pe and tg[a] != b'/':
                         a += 1
-                    wb_key(b, b"url.path")
+                    wb_key(b, b"url.path", 8)
                     if a == pe:
                         wb_str(b, b"/", 1)
                     else:
                         wb_str(b, tg + a, pe - a)
                     keys += 1
             if a == 0 and tn and (tg[0] == b'/' or tg[0] == b'*'):
-                wb_key(b, b"url.path"); wb_str(b, tg, pe)
+                wb_key(b, b"url.path", 8); wb_str(b, tg, pe)
                 keys += 1
                 a = 1
             if a and pe < <size_t>tn and tg[pe] == b'?':
-                wb_key(b, b"url.query.keys"); wb_strlist(b, query_names(tg + pe + 1, qe - pe - 1))
+                wb_key(b, b"url.query.keys", 14); wb_strlist(b, query_names(tg + pe + 1, qe - pe - 1))
                 keys += 1
             if self.raw_targets and t.target is not None:
-                wb_key(b, b"url.target"); wb_str(b, tg, tn)
+                wb_key(b, b"url.target", 10); wb_str(b, tg, tn)
                 keys += 1
             if t.host is not None:
-                wb_key(b, b"http.request.header.host"); wb_pystr(b, t.host)
+                wb_key(b, b"http.request.header.host", 24); wb_pystr(b, t.host)
                 keys += 1
             if t.user_agent is not None:
-                wb_key(b, b"user_agent.original"); wb_pystr(b, t.user_agent)
+                wb_key(b, b"user_agent.original", 19); wb_pystr(b, t.user_agent)
                 keys += 1
-            wb_key(b, b"http.request.header_names"); wb_strlist(b, t.req_headers or [])
+            wb_key(b, b"http.request.header_names", 25); wb_strlist(b, t.req_headers or [])
             keys += 1
             if t.req_content_type is not None:
-                wb_key(b, b"http.request.content_type"); wb_pystr(b, t.req_content_type)
+                wb_key(b, b"http.request.content_type", 25); wb_pystr(b, t.req_content_type)
                 keys += 1
             if t.req_content_encoding is not None:
-                wb_key(b, b"http.request.content_encoding"); wb_pystr(b, t.req_content_encoding)
+                wb_key(b, b"http.request.content_encoding", 29); wb_pystr(b, t.req_content_encoding)
                 keys += 1
-            wb_key(b, b"http.request.body.size"); wb_int(b, t.req_body)
-            wb_key(b, b"http.request.body.wire_size"); wb_int(b, t.req_wire)
+            wb_key(b, b"http.request.body.size", 22); wb_int(b, t.req_body)
+            wb_key(b, b"http.request.body.wire_size", 27); wb_int(b, t.req_wire)
             keys += 2
         if t.status is not None:
-            wb_key(b, b"http.response.status_code"); wb_int(b, t.status)
+            wb_key(b, b"http.response.status_code", 25); wb_int(b, t.status)
             keys += 1
         if t.interim:
-            wb_key(b, b"http.response.interim")
+            wb_key(b, b"http.response.interim", 21)
             wb_array(b, len(t.interim))
             for x in t.interim:
                 wb_int(b, x)
             keys += 1
         if resp:
-            wb_key(b, b"http.response.header_names"); wb_strlist(b, t.resp_headers or [])
+            wb_key(b, b"http.response.header_names", 26); wb_strlist(b, t.resp_headers or [])
             keys += 1
             if t.resp_content_type is not None:
-                wb_key(b, b"http.response.content_type"); wb_pystr(b, t.resp_content_type)
+                wb_key(b, b"http.response.content_type", 26); wb_pystr(b, t.resp_content_type)
                 keys += 1
             if t.resp_content_encoding is not None:
-                wb_key(b, b"http.response.content_encoding"); wb_pystr(b, t.resp_content_encoding)
+                wb_key(b, b"http.response.content_encoding", 30); wb_pystr(b, t.resp_content_encoding)
                 keys += 1
-            wb_key(b, b"http.response.body.size"); wb_int(b, t.resp_body)
-            wb_key(b, b"http.response.body.wire_size"); wb_int(b, t.resp_wire)
+            wb_key(b, b"http.response.body.size", 23); wb_int(b, t.resp_body)
+            wb_key(b, b"http.response.body.wire_size", 28); wb_int(b, t.resp_wire)
             keys += 2
         if req and t.req_content_type is not None and t.req_content_type.startswith("application/grpc"):
             # gRPC: /package.Service/Method
-            wb_key(b, b"rpc.system"); wb_str(b, b"grpc", 4)
+            wb_key(b, b"rpc.system", 10); wb_str(b, b"grpc", 4)
             keys += 1
             i = 1
             while i < pe and tg[i] != b'/':
                 i += 1
             if pe and tg[0] == b'/' and i < pe:
-                wb_key(b, b"rpc.service"); wb_str(b, tg + 1, i - 1)
-                wb_key(b, b"rpc.method"); wb_str(b, tg + i + 1, pe - i - 1)
+                wb_key(b, b"rpc.service", 11); wb_str(b, tg + 1, i - 1)
+                wb_key(b, b"rpc.method", 10); wb_str(b, tg + i + 1, pe - i - 1)
                 keys += 2
-            wb_key(b, b"sensor.grpc.request_messages"); wb_int(b, t.req_messages)
-            wb_key(b, b"sensor.grpc.response_messages"); wb_int(b, t.resp_messages)
-            wb_key(b, b"sensor.grpc.compressed")
+            wb_key(b, b"sensor.grpc.request_messages", 28); wb_int(b, t.req_messages)
+            wb_key(b, b"sensor.grpc.response_messages", 29); wb_int(b, t.resp_messages)
+            wb_key(b, b"sensor.grpc.compressed", 22)
             wb_reserve(b, 1)
             wb_byte(b, 0xC3 if t.grpc_compressed else 0xC2)
             keys += 3
         if t.grpc_status is not None:
-            wb_key(b, b"rpc.grpc.status_code"); wb_int(b, t.grpc_status)
+            wb_key(b, b"rpc.grpc.status_code", 20); wb_int(b, t.grpc_status)
             keys += 1
         if t.error_code is not None:
-            wb_key(b, b"http2.error_code"); wb_int(b, t.error_code)
+            wb_key(b, b"http2.error_code", 16); wb_int(b, t.error_code)
             keys += 1
         if t.protocol_switch is not None:
-            wb_key(b, b"sensor.protocol_switch"); wb_pystr(b, t.protocol_switch)
+            wb_key(b, b"sensor.protocol_switch", 22); wb_pystr(b, t.protocol_switch)
             keys += 1
-        wb_key(b, b"sensor.completeness")
+        wb_key(b, b"sensor.completeness", 19)
         wb_array(b, 0 if not t.flags else len(t.completeness))
         if t.flags:
             for flag in t.completeness:

@@ -275,3 +275,19 @@ def test_timestamps(replay, tmp_path, nano):
     (rec,) = replay(tmp_path / "ts.pcap").records
     assert (rec["start_ns"], rec["end_ns"], rec["timing"]) == \
         (tq[0], ts[-1], {"request_end_ns": tq[-1], "response_start_ns": ts[0]})
+
+
+def test_lost_request_head_never_answered(replay):
+    # found by fuzzing: a request whose head is lost leaves a placeholder that
+    # no response ever fills; it must still come out (flagged), not crash
+    c = Conv()
+    c.handshake()
+    transaction(c, "/one", 200)
+    c.send_client(request("/two", "GET", b"", [("User-Agent", "lost"), ("Accept", "*/*")]),
+                  seg=[25, 20], order=[0, 2])
+    c.send_client(request("/three"))
+    c.fin()
+    recs = replay(c).records
+    assert [(r["path"], r["status"]) for r in recs if r["path"]] == [("/one", 200), ("/three", None)]
+    lost = [r for r in recs if r["method"] is None]
+    assert len(lost) == 1 and {"request_gap", "no_response"} <= flags(lost[0])
