@@ -12,7 +12,7 @@ pytestmark = pytest.mark.skipif(not os.path.isfile(os.path.join(SPLIT, "run.py")
                                 reason="../shared/conformance not present (it ships beside the repo, not in it)")
 
 
-@pytest.mark.parametrize("group", ["http1", "encap"])
+@pytest.mark.parametrize("group", ["http1", "http2", "encap", "all"])
 def test_conformance_group(group):
     sensor = shutil.which("sensor")
     assert sensor, "the sensor console script must be installed"
