@@ -327,6 +327,8 @@ cdef void h2_block(Engine eng, Flow* f, int d, int64_t ts):
     st.last_ts[d] = ts
     if hf & HP_UNKNOWN:
         t.flags |= TF_HPACK_UNKNOWN
+    if hf & HP_TOO_LARGE:
+        t.flags |= TF_HEADERS_TRUNCATED
     if is_request:
         if not st.req_seen:
             st.gap[d] = 0               # nothing of a request precedes its first HEADERS

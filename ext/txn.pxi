@@ -20,10 +20,11 @@ cdef enum TxnFlag:
     TF_RESET = 512              # HTTP/2 stream reset (RST_STREAM) or refused by GOAWAY
     TF_H2C_UPGRADE = 1024       # stream 1 of an h2c upgrade: its request is the HTTP/1.1 record before
     TF_PUSHED = 2048            # request promised by the server (PUSH_PROMISE)
+    TF_HEADERS_TRUNCATED = 4096 # header list over the limit: the names listed are the first ones
 
 FLAG_NAMES = ("no_request", "no_response", "request_gap", "response_gap",
               "request_truncated", "response_truncated", "midstream", "evicted",
-              "hpack_unknown", "reset", "h2c_upgrade", "pushed")
+              "hpack_unknown", "reset", "h2c_upgrade", "pushed", "headers_truncated")
 
 
 
