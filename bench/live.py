@@ -17,7 +17,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import re
 import shlex
 import shutil
@@ -31,7 +30,7 @@ from pathlib import Path
 
 import msgpack
 
-from run import DEFAULT_CAPTURE, REPO, first_line, ground_truth, log
+from run import DEFAULT_CAPTURE, REPO, first_line, ground_truth, host, log
 
 TICK = os.sysconf("SC_CLK_TCK")
 IDLE_POLL = 0.1      # s between CPU samples while waiting for the sensor to empty its ring
@@ -183,11 +182,7 @@ def better(a, b):
 
 
 def machine(args):
-    cpu = re.search(r"^model name\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
-    mem = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
-    return (f"{cpu.group(1) if cpu else platform.processor()}, {os.cpu_count()} cores, "
-            f"{int(mem.group(1)) / 2**20:.0f} GiB RAM; Linux {platform.release()}; "
-            f"Python {platform.python_version()}; {first_line(['tcpreplay', '--version'])}; "
+    return (f"{host()}; {first_line(['tcpreplay', '--version'])}; "
             f"sensor `{args.sensor}` ({first_line([args.sensor, '--version'])})"
             + (f", {args.sensor_label}" if args.sensor_label else ""))
 

@@ -139,12 +139,17 @@ def first_line(cmd):
         return "unknown"
 
 
-def machine():
+def host():
+    """CPU, cores, memory, kernel and Python of this machine."""
     cpu = re.search(r"^model name\s*:\s*(.*)$", Path("/proc/cpuinfo").read_text(), re.M)
     mem = re.search(r"^MemTotal:\s*(\d+) kB", Path("/proc/meminfo").read_text(), re.M)
     return (f"{cpu.group(1) if cpu else platform.processor()}, {os.cpu_count()} cores, "
             f"{int(mem.group(1)) / 2**20:.0f} GiB RAM; Linux {platform.release()}; "
-            f"Python {platform.python_version()}, dpkt {dpkt.__version__}, "
+            f"Python {platform.python_version()}")
+
+
+def machine():
+    return (f"{host()}, dpkt {dpkt.__version__}, "
             f"msgpack {'.'.join(map(str, msgpack.version))}; {first_line(['cc', '--version'])}; "
             f"1-min load average when the run ended: {os.getloadavg()[0]:.2f}")
 
