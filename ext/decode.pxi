@@ -23,6 +23,14 @@ cdef enum:
     LT_IPV6 = 229
     LT_NFLOG = 239
     LT_SLL2 = 276
+    LT_ATM_RFC1483 = 100
+    LT_IEEE802_11 = 105
+    LT_PFLOG = 117
+    LT_PRISM = 119
+    LT_AVS = 163
+    LT_PPI = 192
+    LT_PPP_WITH_DIR = 204
+    LT_CHDLC_WITH_DIR = 205
 
 # what the decode loop looks at next
 cdef enum:
@@ -386,6 +394,67 @@ cdef int decode_packet(DecodeCtx* dc, const uint8_t* p, uint32_t caplen, uint32_
             return 0
         p += rd16le(p + 2)
         nxt = N_80211
+    elif linktype == LT_IEEE802_11:
+        nxt = N_80211
+    elif linktype == LT_PRISM:
+        p += 144                        # fixed-size Prism monitor header
+        nxt = N_80211
+    elif linktype == LT_AVS:
+        if caplen < 8:
+            dc.skipped[<int>SK_TRUNC_LINK] += 1
+            return 0
+        p += rd32(p + 4)                # AVS header length
+        nxt = N_80211
+    elif linktype == LT_PPI:
+        # PPI: LE header length, then the DLT of what follows (802.11 or Ethernet)
+        if caplen < 8:
+            dc.skipped[<int>SK_TRUNC_LINK] += 1
+            return 0
+        x = rd16le(p + 4) | (<uint32_t>rd16le(p + 6) << 16)
+        p += rd16le(p + 2)
+        if x == LT_IEEE802_11:
+            nxt = N_80211
+        elif x == LT_ETHER:
+            nxt = N_ETHER
+        else:
+            dc.skipped[<int>SK_LINKTYPE] += 1
+            return 0
+    elif linktype == LT_PFLOG:
+        # OpenBSD/FreeBSD pf log: header length (padded to 4), then the address family
+        if caplen < 2:
+            dc.skipped[<int>SK_TRUNC_LINK] += 1
+            return 0
+        fam = p[1]
+        p += (p[0] + 3) & ~3u
+        if fam == 2:
+            nxt = N_IPV4
+        elif fam == 24 or fam == 28 or fam == 30 or fam == 10:
+            nxt = N_IPV6
+        else:
+            dc.skipped[<int>SK_NOT_IP] += 1
+            return 0
+    elif linktype == LT_PPP_WITH_DIR or linktype == LT_CHDLC_WITH_DIR:
+        # a direction byte, then PPP / Cisco HDLC as usual
+        if caplen < 5:
+            dc.skipped[<int>SK_TRUNC_LINK] += 1
+            return 0
+        p += 1
+        if linktype == LT_CHDLC_WITH_DIR:
+            etype = rd16(p + 2)
+            p += 4
+            nxt = N_ETHERTYPE
+        else:
+            if p[0] == 0xff:
+                p += 2
+            nxt = N_PPP
+    elif linktype == LT_ATM_RFC1483:
+        # LLC/SNAP (AA AA 03 00 00 00, ethertype) or bare IP
+        if caplen >= 8 and p[0] == 0xAA and p[1] == 0xAA:
+            etype = rd16(p + 6)
+            p += 8
+            nxt = N_ETHERTYPE
+        else:
+            nxt = N_IP
     else:
         dc.skipped[<int>SK_LINKTYPE] += 1
         return 0

@@ -171,3 +171,15 @@ def test_tunnel_ids_keep_equal_addresses_apart(tmp_path):
     # keyed on the inner addresses alone, the second session is one retransmitted connection
     recs, err = replay(tmp_path, mixed, 1, "--no-tunnel-key")
     assert [r["path"] for r in recs] == ["/one"] and " 1 flows" in err
+
+
+@pytest.mark.parametrize("linktype,wrap", [
+    (105, lambda ip: bytes.fromhex("0801") + b"\x00" * 22 + bytes.fromhex("aaaa030000000800") + bytes(ip)),  # 802.11 data
+    (192, lambda ip: struct.pack("<BBHI", 0, 0, 8, 1) + bytes(E() / ip)),                 # PPI around Ethernet
+    (117, lambda ip: bytes([61, 2]) + b"\x00" * 62 + bytes(ip)),                       # pflog, 64-byte header
+    (205, lambda ip: b"\x00\x0f\x00\x08\x00" + bytes(ip)),                             # Cisco HDLC with direction
+    (100, lambda ip: bytes.fromhex("aaaa030000000800") + bytes(ip)),                   # ATM RFC 1483 LLC/SNAP
+])
+def test_more_link_types(tmp_path, linktype, wrap):
+    recs, _ = replay(tmp_path, [wrap(p) for p in exchange(v4)], linktype=linktype)
+    check_one(recs)
