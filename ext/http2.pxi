@@ -353,6 +353,10 @@ cdef void h2_block(Engine eng, Flow* f, int d, int64_t ts):
                 st.req_end = 1
     h2_maybe_done(eng, f, st)
 
+cdef inline bint is_number(value):
+    # ASCII digits only: str.isdigit() also takes "²", which int() refuses
+    return value is not None and 0 < len(value) <= 9 and value.isascii() and value.isdigit()
+
 cdef inline bint is_pseudo(str name):
     return len(name) > 0 and PyUnicode_READ_CHAR(name, 0) == 58     # ':'
 
@@ -395,10 +399,10 @@ cdef void h2_response_fields(Txn t, H2Stream* st, list fields, int64_t ts):
     if status is None:
         # trailers (gRPC status lives here), or a head we could not decode
         for name, value in fields:
-            if name == "grpc-status" and value is not None and value.isdigit():
+            if name == "grpc-status" and is_number(value):
                 t.grpc_status = int(value)
         return
-    if not status.isdigit():
+    if not is_number(status) or len(status) != 3:
         return
     code = int(status)
     if code < 200:
@@ -414,7 +418,7 @@ cdef void h2_response_fields(Txn t, H2Stream* st, list fields, int64_t ts):
             t.resp_content_type = value
         elif name == "content-encoding":
             t.resp_content_encoding = value
-        elif name == "grpc-status" and value is not None and value.isdigit():
+        elif name == "grpc-status" and is_number(value):
             t.grpc_status = int(value)      # Trailers-Only response
     t.status = code
     t.resp_version = "2"

@@ -7,8 +7,6 @@
 # hosts speak h2 over TLS. Hello bytes are collected in the direction's
 # bounded HTTP/1 buffer (unused on a TLS connection) and parsed once whole.
 
-import struct
-
 cdef enum:
     TLS_MAX_HELLO = 32768           # bytes collected before giving up on a hello
 

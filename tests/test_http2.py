@@ -900,3 +900,19 @@ def test_too_many_concurrent_streams(tmp_path, baseline_mb):
         assert r["path"] in (None, "/r/%d" % sid) and r["status"] in (None, 200 + sid % 7)
     full = [r for r in res.records if r["method"] and r["status"]]
     assert len(full) >= 1024
+
+
+def test_non_ascii_digits_in_status_fields(replay):
+    # "2²0" and "¹" pass str.isdigit() but not int(): never a crash, never a guess
+    c = Conv()
+    c.handshake()
+    enc_c, enc_s = Encoder(), Encoder()
+    c.send_client(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + SettingsFrame(0).serialize() + HeadersFrame(
+        1, enc_c.encode([(":method", "GET"), (":scheme", "http"), (":authority", "x"), (":path", "/p")]),
+        flags=["END_HEADERS", "END_STREAM"]).serialize())
+    c.send_server(SettingsFrame(0).serialize() + HeadersFrame(
+        1, enc_s.encode([(":status", "2²0"), ("grpc-status", "¹")]), flags=["END_HEADERS", "END_STREAM"]).serialize())
+    c.fin()
+    (r,) = replay(c).records
+    assert (r["method"], r["path"], r["status"]) == ("GET", "/p", None)
+    assert "rpc.grpc.status_code" not in r
