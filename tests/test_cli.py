@@ -147,3 +147,9 @@ def test_bpf_filter_on_replay(tmp_path):
     assert "filtered_out" in r.stderr.decode()
     bad = run("replay", SAMPLE, "--bpf", "tcp port")
     assert bad.returncode != 0 and b"Traceback" not in bad.stderr and b"--bpf" in bad.stderr
+
+
+def test_capture_on_a_missing_interface_is_a_clear_error():
+    r = run("capture", "-i", "nosuch0", "--duration", "1")
+    assert r.returncode != 0
+    assert r.stderr.decode().strip().splitlines() == ["Error: no such interface: nosuch0"]
