@@ -1,4 +1,4 @@
-"""Command line: `sensor replay` (and, later, `sensor capture`)."""
+"""Command line: `sensor replay` (capture files) and `sensor capture` (live)."""
 import os
 import sys
 
@@ -58,9 +58,10 @@ def _summary(res, records):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sensor")
 def main():
-    """Passive API traffic sensor: one record per HTTP transaction, from
-    capture files (and, later, live interfaces). Records carry names, types and
-    sizes, never header, query or body values."""
+    """Passive API traffic sensor: one record per HTTP transaction (HTTP/1,
+    HTTP/2, gRPC; one per TLS connection), from capture files or live
+    interfaces. Records carry names, types and sizes, never header, query or
+    body values."""
 
 
 @main.command()
