@@ -2,8 +2,11 @@
 # Txn, with flow lifetimes (handshake, FIN/RST, port reuse, idle timeout by
 # packet time) and a global memory budget whose evictions are counted.
 
-import base64
-import hashlib
+from binascii import b2a_base64
+try:
+    from _sha1 import sha1          # the builtin: importing hashlib (OpenSSL) costs start-up time
+except ImportError:
+    from hashlib import sha1
 from libc.stdio cimport snprintf
 
 cdef extern from "arpa/inet.h" nogil:
@@ -34,7 +37,7 @@ cdef str community_id(FlowKey* k):
     cdef int alen = 4 if k.ipver == 4 else 16
     cdef bytes raw = (b"\x00\x00" + (<char*>k.a)[:alen] + (<char*>k.b)[:alen]
                       + b"\x06\x00" + k.pa.to_bytes(2, "big") + k.pb.to_bytes(2, "big"))
-    return "1:" + base64.b64encode(hashlib.sha1(raw).digest()).decode("ascii")
+    return "1:" + b2a_base64(sha1(raw).digest(), newline=False).decode("ascii")
 
 
 cdef list flow_pending(Flow* f):
