@@ -96,9 +96,10 @@ def _kernel(rings):
 
 
 def capture(ifaces, writer, opts, engine_opts, duration=None, count=None, user=None, ready=None):
-    # (opts["stats_interval"]: seconds between stats records, or None)
     """Captures until a signal, the duration or the packet count; returns a
-    CaptureResult. ready() is called once every socket is capturing."""
+    CaptureResult. ready() is called once every socket is capturing.
+    opts: workers, snaplen, ring_mb, promisc, bpf ({iface: program}),
+    raw_targets, stats_interval (seconds between stats records, or None)."""
     if opts["workers"] > 1:
         return _capture_workers(ifaces, writer, opts, engine_opts, duration, user, ready)
     res = CaptureResult()
