@@ -170,6 +170,28 @@ cdef list query_names(const char* q, size_t n):
     return names
 
 
+# A record is a map32 whose key count is patched in once the keys are written.
+cdef inline size_t wb_map_begin(WBuf* b) except? 0:
+    cdef size_t at
+    wb_reserve(b, 5)
+    at = b.n
+    b.n += 5
+    return at
+
+cdef inline void wb_map_end(WBuf* b, size_t at, size_t keys) noexcept:
+    cdef size_t end = b.n
+    b.p[at] = <char>0xDF
+    b.n = at + 1
+    wb_be(b, keys, 4)
+    b.n = end
+
+cdef int wb_completeness(WBuf* b, uint32_t flags) except -1:
+    cdef list names = flag_names(flags)
+    wb_key(b, b"sensor.completeness", 19)
+    wb_strlist(b, names)
+    return 0
+
+
 # sensor.encap: [{"vlan": 10}, {"vxlan": 42}, ...], outermost first
 cdef int wb_encap(WBuf* b, object encap) except -1:
     if encap is None:
@@ -210,10 +232,7 @@ cdef class RecordEncoder:
 
     cdef int put_tls(self, TlsInfo t) except -1:
         cdef WBuf* b = &self.b
-        cdef size_t hdr, keys = 9
-        wb_reserve(b, 5)
-        hdr = b.n
-        b.n += 5
+        cdef size_t hdr = wb_map_begin(b), keys = 9
         wb_key(b, b"type", 4); wb_str(b, b"tls", 3)
         wb_key(b, b"v", 1); wb_int(b, 1)
         wb_key(b, b"start_ns", 8); wb_int(b, t.start_ns or t.end_ns)
@@ -240,16 +259,8 @@ cdef class RecordEncoder:
         if t.alpn is not None:
             wb_key(b, b"tls.next_protocol", 17); wb_pystr(b, t.alpn)
             keys += 1
-        wb_key(b, b"sensor.completeness", 19)
-        wb_array(b, 0 if not t.flags else len(t.completeness))
-        if t.flags:
-            for flag in t.completeness:
-                wb_pystr(b, flag)
-        keys += 1
-        b.p[hdr] = <char>0xDF
-        b.n, hdr = hdr + 1, b.n
-        wb_be(b, keys, 4)
-        b.n = hdr
+        wb_completeness(b, t.flags)
+        wb_map_end(b, hdr, keys + 1)
         return 0
 
     cdef int put(self, Txn t) except -1:
@@ -260,10 +271,7 @@ cdef class RecordEncoder:
         cdef Py_ssize_t tn
         cdef const char* tg
         cdef size_t i, a, pe, qe
-        cdef str flag
-        wb_reserve(b, 5)
-        hdr = b.n
-        b.n += 5                        # map32 header, count patched below
+        hdr = wb_map_begin(b)
         wb_key(b, b"type", 4); wb_str(b, b"http", 4)
         wb_key(b, b"v", 1); wb_int(b, 1)
         wb_key(b, b"start_ns", 8); wb_int(b, t.req_start if req else t.resp_start)
@@ -394,14 +402,6 @@ cdef class RecordEncoder:
         if t.protocol_switch is not None:
             wb_key(b, b"sensor.protocol_switch", 22); wb_pystr(b, t.protocol_switch)
             keys += 1
-        wb_key(b, b"sensor.completeness", 19)
-        wb_array(b, 0 if not t.flags else len(t.completeness))
-        if t.flags:
-            for flag in t.completeness:
-                wb_pystr(b, flag)
-        keys += 1
-        b.p[hdr] = <char>0xDF
-        b.n, i = hdr + 1, b.n
-        wb_be(b, keys, 4)
-        b.n = i
+        wb_completeness(b, t.flags)
+        wb_map_end(b, hdr, keys + 1)
         return 0

@@ -24,9 +24,7 @@ cdef class TlsInfo:
 
     @property
     def completeness(self):
-        if not self.flags:
-            return []
-        return [n for i, n in enumerate(FLAG_NAMES) if self.flags & (1 << i)]
+        return flag_names(self.flags)
 
 
 cdef inline bint tls_looks_like_hello(const uint8_t* p, uint32_t n) noexcept nogil:

@@ -27,6 +27,12 @@ FLAG_NAMES = ("no_request", "no_response", "request_gap", "response_gap",
               "hpack_unknown", "reset", "h2c_upgrade", "pushed", "headers_truncated")
 
 
+cdef list flag_names(uint32_t flags):
+    if not flags:
+        return []
+    return [n for i, n in enumerate(FLAG_NAMES) if flags & (1 << i)]
+
+
 
 
 @cython.no_gc       # holds only strings, ints and lists of strings: no cycles to collect
@@ -59,6 +65,4 @@ cdef class Txn:
 
     @property
     def completeness(self):
-        if not self.flags:
-            return []
-        return [n for i, n in enumerate(FLAG_NAMES) if self.flags & (1 << i)]
+        return flag_names(self.flags)
