@@ -16,7 +16,7 @@ import time
 
 import msgpack
 
-from ._core import CaptureSetupError, Engine, PacketRing, RecordEncoder, capture_loop  # noqa: F401
+from ._core import CaptureSetupError, Engine, PacketRing, capture_loop  # noqa: F401
 
 
 class CaptureResult:
@@ -95,13 +95,14 @@ def _kernel(rings):
     return {"packets": pk, "drops": dr}
 
 
-def capture(ifaces, writer, opts, engine_opts, duration=None, count=None, user=None, ready=None):
+def capture(ifaces, writer, stage, opts, engine_opts, duration=None, count=None, user=None, ready=None):
     """Captures until a signal, the duration or the packet count; returns a
     CaptureResult. ready() is called once every socket is capturing.
-    opts: workers, snaplen, ring_mb, promisc, bpf ({iface: program}),
-    raw_targets, stats_interval (seconds between stats records, or None)."""
+    `stage` (records.RecordStage) turns transactions into records (in each
+    worker), `writer` (a sink) takes them. opts: workers, snaplen, ring_mb,
+    promisc, bpf ({iface: program}), stats_interval (seconds between stats records, or None)."""
     if opts["workers"] > 1:
-        return _capture_workers(ifaces, writer, opts, engine_opts, duration, user, ready)
+        return _capture_workers(ifaces, writer, stage, opts, engine_opts, duration, user, ready)
     res = CaptureResult()
     rings = _open_rings(ifaces, opts)
     if user:
@@ -114,8 +115,8 @@ def capture(ifaces, writer, opts, engine_opts, duration=None, count=None, user=N
     old[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: writer.reopen())
     t0 = time.perf_counter()
     try:
-        capture_loop(engine, rings, writer.write_txns, stop)
-        writer.write_txns(engine.finish())     # open transactions go out flagged
+        capture_loop(engine, rings, lambda txns: writer.write_encoded(*stage.encode(txns)), stop)
+        writer.write_encoded(*stage.finish(engine.finish()))     # open transactions go out flagged
     finally:
         for s, h in old.items():
             signal.signal(s, h)
@@ -127,7 +128,7 @@ def capture(ifaces, writer, opts, engine_opts, duration=None, count=None, user=N
     return res
 
 
-def _worker(k, ifaces, opts, engine_opts, fanout_base, conn, duration, user):
+def _worker(k, ifaces, stage, opts, engine_opts, fanout_base, conn, duration, user):
     signal.signal(signal.SIGINT, signal.SIG_IGN)      # the parent says when to stop
     # only the parent writes the output: a forked copy of its stdout buffer must never be flushed here
     sys.stdout = open(os.devnull, "w")
@@ -136,7 +137,6 @@ def _worker(k, ifaces, opts, engine_opts, fanout_base, conn, duration, user):
     if user:
         _drop_privileges(user)
     engine = Engine(**engine_opts)
-    enc = RecordEncoder(opts["raw_targets"])
 
     def send_stats(rec):
         conn.send_bytes(b"R" + struct.pack("<I", 1) + msgpack.packb(rec, use_bin_type=True))
@@ -144,17 +144,18 @@ def _worker(k, ifaces, opts, engine_opts, fanout_base, conn, duration, user):
     signal.signal(signal.SIGTERM, stop.set)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)            # the parent owns the output
 
-    def send(txns):
-        if txns:
-            conn.send_bytes(b"R" + struct.pack("<I", len(txns)) + enc.encode(txns))
-    capture_loop(engine, rings, send, stop)
-    send(engine.finish())
+    def send(encoded):
+        data, n = encoded
+        if n:
+            conn.send_bytes(b"R" + struct.pack("<I", n) + data)
+    capture_loop(engine, rings, lambda txns: send(stage.encode(txns)), stop)
+    send(stage.finish(engine.finish()))
     conn.send_bytes(b"C" + pickle.dumps(("done", engine.stats(), _kernel(rings))))
     for r in rings:
         r.close()
 
 
-def _capture_workers(ifaces, writer, opts, engine_opts, duration, user, ready):
+def _capture_workers(ifaces, writer, stage, opts, engine_opts, duration, user, ready):
     res = CaptureResult()
     ctx = multiprocessing.get_context("fork")
     writer.flush()
@@ -162,7 +163,7 @@ def _capture_workers(ifaces, writer, opts, engine_opts, duration, user, ready):
     procs, conns = [], []
     for k in range(opts["workers"]):
         parent, child = ctx.Pipe(duplex=False)
-        p = ctx.Process(target=_worker, args=(k, ifaces, opts, engine_opts, fanout_base, child, duration, user),
+        p = ctx.Process(target=_worker, args=(k, ifaces, stage, opts, engine_opts, fanout_base, child, duration, user),
                         daemon=True)
         p.start()
         child.close()

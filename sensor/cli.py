@@ -100,15 +100,16 @@ def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_w
     """
     from .bpf import BpfError
     from .pipeline import replay as run_replay
+    from .records import RecordStage
     from .sinks import RecordWriter
 
     try:
-        writer = RecordWriter(output, fmt, raw_targets)
+        writer = RecordWriter(output, fmt)
     except OSError as e:
         raise click.ClickException("cannot write %s: %s" % (output, e.strerror))
     progress = _Progress() if sys.stderr.isatty() and not quiet else None
     try:
-        res = run_replay(files, writer, progress=progress, bpf=bpf,
+        res = run_replay(files, writer, RecordStage(raw_targets), progress=progress, bpf=bpf,
                          memory_budget=memory_budget << 20, idle_timeout=idle_timeout,
                          h2_max_streams=h2_max_streams, h2_max_header_block=h2_max_header_block,
                          dedup_window=dedup_window / 1000.0, tunnel_in_key=tunnel_key, vlan_in_key=vlan_key)
@@ -168,6 +169,7 @@ def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, 
       sensor capture -i eth1 -i eth2 --workers 2 --bpf 'tcp' -o records.msgpack
     """
     from .capture import CaptureSetupError, capture as run_capture
+    from .records import RecordStage
     from .sinks import RecordWriter
 
     codes = None
@@ -182,13 +184,13 @@ def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, 
         except (BpfError, ValueError, CaptureSetupError) as e:
             raise click.ClickException(str(e))
     try:
-        writer = RecordWriter(output, fmt, raw_targets)
+        writer = RecordWriter(output, fmt)
     except OSError as e:
         raise click.ClickException("cannot write %s: %s" % (output, e.strerror))
     opts = {"workers": workers, "snaplen": snaplen, "ring_mb": ring_size, "promisc": not no_promisc,
-            "bpf": codes, "raw_targets": raw_targets, "stats_interval": stats_interval}
+            "bpf": codes, "stats_interval": stats_interval}
     try:
-        res = run_capture(list(ifaces), writer, opts,
+        res = run_capture(list(ifaces), writer, RecordStage(raw_targets), opts,
                           {"memory_budget": memory_budget << 20, "idle_timeout": idle_timeout,
                            "dedup_window": dedup_window / 1000.0, "tunnel_in_key": tunnel_key,
                            "vlan_in_key": vlan_key},

@@ -13,9 +13,10 @@ class ReplayResult:
         self.elapsed = 0.0
 
 
-def replay(paths, writer, progress=None, bpf=None, **engine_opts):
+def replay(paths, writer, stage, progress=None, bpf=None, **engine_opts):
     """Runs every capture in `paths` through one engine (flows continue across
-    files, as for a rotated capture set) and writes one record per transaction."""
+    files, as for a rotated capture set); `stage` (records.RecordStage) turns
+    transactions into records, `writer` (a sink) takes them."""
     res = ReplayResult()
     engine = Engine(**engine_opts)
     if bpf:
@@ -32,12 +33,12 @@ def replay(paths, writer, progress=None, bpf=None, **engine_opts):
             res.errors.append(str(e))
             continue
         try:
-            engine.run(reader, writer.write_txns, progress)
+            engine.run(reader, lambda txns: writer.write_encoded(*stage.encode(txns)), progress)
         finally:
             reader.close()
         if reader.truncated:
             res.warnings.append(reader.warning or "%s: capture ends inside a record" % path)
-    writer.write_txns(engine.finish())
+    writer.write_encoded(*stage.finish(engine.finish()))
     if gc_was:
         gc.enable()
     res.elapsed = time.perf_counter() - t0

@@ -14,6 +14,26 @@ from ._core import FLAG_NAMES, RecordEncoder  # noqa: F401  (FLAG_NAMES: the com
 SCHEMA_VERSION = 1
 
 
+class RecordStage:
+    """Transactions to records: enrichment (when an enricher is given), then
+    the Cython encoder. encode() returns (msgpack bytes, record count)."""
+
+    def __init__(self, raw_targets=False, enricher=None):
+        self._enc = RecordEncoder(raw_targets)
+        self.enricher = enricher
+
+    def encode(self, txns):
+        if self.enricher is not None:
+            txns = self.enricher.process(txns)
+        return (self._enc.encode(txns), len(txns)) if txns else (b"", 0)
+
+    def finish(self, txns):
+        """The last batch: with the transactions the enricher still holds."""
+        if self.enricher is not None:
+            txns = self.enricher.process(txns) + self.enricher.flush()
+        return (self._enc.encode(txns), len(txns)) if txns else (b"", 0)
+
+
 def http_record(txn, raw_targets=False):
     """The record of one transaction as a dict (tests, enrichment)."""
     return msgpack.unpackb(RecordEncoder(raw_targets).encode([txn]))

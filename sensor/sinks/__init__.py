@@ -1,19 +1,18 @@
-"""Record writers: a msgpack stream or JSON Lines, to a file or stdout."""
+"""Sinks: where encoded records go. RecordWriter: a msgpack stream or JSON Lines, to a file or stdout."""
 import json
 import sys
 
 import msgpack
 
-from .records import RecordEncoder, scorer_view
+from ..records import scorer_view
 
 
 class RecordWriter:
     """Writes the records of transactions to PATH ('-' = stdout), as a msgpack
     stream (default) or JSON Lines."""
 
-    def __init__(self, path="-", fmt="msgpack", raw_targets=False):
+    def __init__(self, path="-", fmt="msgpack"):
         self.fmt = fmt
-        self._enc = RecordEncoder(raw_targets)
         self.count = 0              # records written
         self._path = path
         if path == "-":
@@ -22,10 +21,6 @@ class RecordWriter:
         else:
             self._fh = open(path, "wb", buffering=1 << 20)
             self._close = True
-
-    def write_txns(self, txns):
-        if txns:
-            self.write_encoded(self._enc.encode(txns), len(txns))
 
     def write_record(self, rec):
         """Writes one record given as a dict (stats records)."""
