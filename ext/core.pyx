@@ -9,7 +9,7 @@ by engine.
 """
 from libc.stdint cimport int8_t, uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t
 from libc.stdlib cimport malloc, calloc, realloc, free
-from libc.string cimport memcpy, memcmp, memset, memmove
+from libc.string cimport memcpy, memcmp, memset, memmove, strstr, strcmp
 from time import time_ns
 cimport cython
 

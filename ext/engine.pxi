@@ -75,6 +75,7 @@ cdef void txn_maybe_emit(Engine eng, Txn t):
     if not t.emitted and t.resp_done and (t.req_done or t.flags & TF_NO_REQUEST):
         t.emitted = True
         t.flags |= eng.emit_flags
+        eng.mem -= t.body_cap[0] + t.body_cap[1]      # the bodies leave with the record
         eng.out.append(t)
         eng.transactions += 1
 
@@ -114,6 +115,8 @@ cdef class Engine:
     cdef uint64_t duplicates
     cdef uint32_t h2_max_streams, h2_max_block, h2_max_header_list
     cdef uint64_t h2_max_frames
+    cdef bint keep_fields           # keep the values of the header fields enrichment inspects
+    cdef uint32_t body_cap          # bytes of each body kept for enrichment; 0 = none
     cdef uint64_t next_id
     cdef uint64_t h1_anom[<int>HA_COUNT]
     cdef uint64_t h2_anom[<int>H2A_COUNT]
@@ -128,7 +131,7 @@ cdef class Engine:
     def __cinit__(self, memory_budget=256 << 20, ooo_cap=4 << 20, idle_timeout=300.0,
                   closed_timeout=10.0, h2_max_streams=1024, h2_max_header_block=256 << 10,
                   h2_max_header_list=64 << 10, h2_max_frames=10_000_000, dedup_window=0.01,
-                  tunnel_in_key=True, vlan_in_key=False):
+                  tunnel_in_key=True, vlan_in_key=False, enrich=False, body_cap=0):
         """Limits: memory_budget (bytes of flow state, evictions counted),
         ooo_cap (out-of-order bytes held per direction), HTTP/2 streams open
         per connection, header block bytes (HEADERS+CONTINUATION), decoded
@@ -138,7 +141,11 @@ cdef class Engine:
         Retransmissions differ (IP id, TCP timestamps) or come later.
         tunnel_in_key / vlan_in_key: tunnel ids (VNI, GRE key, ERSPAN session)
         / VLAN ids join the connection key, so the same addresses seen in two
-        mirror sessions stay two connections."""
+        mirror sessions stay two connections.
+        enrich: keep, for enrichment, the values of the header fields it
+        inspects (credentials, cookies, custom fields) and body_cap bytes of
+        each request and response body of a media type it reads (longer
+        bodies flagged; 0 = no bodies)."""
         memset(&self.dc, 0, sizeof(DecodeCtx))
         self.dc.tunnel_in_key = tunnel_in_key
         self.dc.vlan_in_key = vlan_in_key
@@ -152,6 +159,8 @@ cdef class Engine:
         self.h2_max_block = h2_max_header_block
         self.h2_max_header_list = h2_max_header_list
         self.h2_max_frames = h2_max_frames
+        self.keep_fields = enrich
+        self.body_cap = body_cap if enrich else 0
         self.dedup_window = <int64_t>(dedup_window * SEC)
         if self.dedup_window > 0:
             self.dedup = <DedupSlot*>calloc(DEDUP_SLOTS, sizeof(DedupSlot))

@@ -334,7 +334,7 @@ cdef inline void trim(const uint8_t** p, uint32_t* n) noexcept nogil:
         n[0] -= 1
 
 # Parses a complete head b[:n] into hi and the list of lowercased field names.
-cdef list parse_head(const uint8_t* b, uint32_t n, int kind, HeadInfo* hi, Engine eng):
+cdef list parse_head(const uint8_t* b, uint32_t n, int kind, HeadInfo* hi, Engine eng, list kept):
     cdef list names = []
     cdef const uint8_t* q
     cdef uint32_t s, e, ll, c, vl, i
@@ -363,10 +363,13 @@ cdef list parse_head(const uint8_t* b, uint32_t n, int kind, HeadInfo* hi, Engin
         hi.target_len = <uint32_t>(b + i - hi.target)
         if kind == SL_REQUEST:
             hi.version = b + ll - 8
-        return names if kind == SL_REQUEST09 else _parse_fields(b, n, e + 1, hi, names, eng)
-    return _parse_fields(b, n, e + 1, hi, names, eng)
+        return names if kind == SL_REQUEST09 else _parse_fields(b, n, e + 1, hi, names, eng, kept)
+    return _parse_fields(b, n, e + 1, hi, names, eng, kept)
 
-cdef list _parse_fields(const uint8_t* b, uint32_t n, uint32_t s, HeadInfo* hi, list names, Engine eng):
+# Fills names (lowercased field names) and hi; with `kept` (enrichment on) also
+# the (name, value) pairs of the fields enrichment inspects.
+cdef list _parse_fields(const uint8_t* b, uint32_t n, uint32_t s, HeadInfo* hi, list names, Engine eng,
+                        list kept):
     cdef const uint8_t* q
     cdef const uint8_t* v
     cdef uint32_t e, ll, c, vl, i
@@ -393,7 +396,10 @@ cdef list _parse_fields(const uint8_t* b, uint32_t n, uint32_t s, HeadInfo* hi, 
         v = q + 1
         vl = ll - <uint32_t>(v - (b + s))
         trim(&v, &vl)
-        names.append(ascii_lower(b + s, c))
+        name = ascii_lower(b + s, c)
+        names.append(name)
+        if kept is not None and field_kept(b + s, c):
+            kept.append((name, dec(v, vl)))
         if name_is(b + s, c, b"content-length", 14):
             x = 0
             i = 0
@@ -501,7 +507,8 @@ cdef void h1_head_done(Engine eng, Flow* f, int d, const uint8_t* b, uint32_t n,
         eng.h1_anom[<int>HA_BAD_START_LINE] += 1
         h1_to_resync(eng, h)
         return
-    names = parse_head(b, n, kind, &hi, eng)
+    kept = [] if eng.keep_fields else None
+    names = parse_head(b, n, kind, &hi, eng, kept)
     pending = flow_pending(f)
     if is_req:
         t = txn_new(eng, f)
@@ -513,6 +520,8 @@ cdef void h1_head_done(Engine eng, Flow* f, int d, const uint8_t* b, uint32_t n,
         t.req_content_type = opt_str(hi.ctype, hi.ctype_len)
         t.req_content_encoding = opt_str(hi.cenc, hi.cenc_len)
         t.req_headers = names
+        t.req_fields = kept
+        txn_body_start(eng, t, 0, hi.ctype, hi.ctype_len)
         t.req_start = h.start_ts
         t.is_head = hi.method_len == 4 and memcmp(hi.method, b"HEAD", 4) == 0
         t.is_connect = hi.method_len == 7 and memcmp(hi.method, b"CONNECT", 7) == 0
@@ -559,6 +568,8 @@ cdef void h1_head_done(Engine eng, Flow* f, int d, const uint8_t* b, uint32_t n,
     t.resp_content_type = opt_str(hi.ctype, hi.ctype_len)
     t.resp_content_encoding = opt_str(hi.cenc, hi.cenc_len)
     t.resp_headers = names
+    t.resp_fields = kept
+    txn_body_start(eng, t, 1, hi.ctype, hi.ctype_len)
     t.resp_start = h.start_ts
     t.response_seen = True
     h1_set_cur(h, t)
@@ -725,6 +736,8 @@ cdef void h1_data(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n, int6
     while n > 0:
         if h.state == H1_BODY_LEN:
             k = n if n < h.remaining else <uint32_t>h.remaining
+            if h.cur != NULL:
+                txn_body_add(eng, <Txn>h.cur, 0 if d == f.client else 1, p, k)
             h.body += k
             h.wire += k
             h.remaining -= k
@@ -762,6 +775,8 @@ cdef void h1_data(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n, int6
             n -= k
         elif h.state == H1_CHUNK_DATA:
             k = n if n < h.remaining else <uint32_t>h.remaining
+            if h.cur != NULL:
+                txn_body_add(eng, <Txn>h.cur, 0 if d == f.client else 1, p, k)
             h.body += k
             h.wire += k
             h.remaining -= k
@@ -822,6 +837,8 @@ cdef void h1_data(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n, int6
                 h.state = H1_CHUNK_DATA
                 h.remaining = x
         elif h.state == H1_BODY_EOF:
+            if h.cur != NULL:
+                txn_body_add(eng, <Txn>h.cur, 0 if d == f.client else 1, p, n)
             h.body += n
             h.wire += n
             return
@@ -846,6 +863,8 @@ cdef void h1_gap(Engine eng, Flow* f, int d, uint64_t n):
     cdef H1* h = &f.half[d].h1
     if h.state == H1_OFF:
         return
+    if h.cur != NULL:
+        txn_body_hole(<Txn>h.cur, 0 if d == f.client else 1)
     h.line_start = 1            # the next byte may start a message: check it
     if h.state == H1_BODY_LEN:
         h.gap = 1

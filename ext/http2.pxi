@@ -10,7 +10,7 @@
 
 # Limits against hostile peers are Engine options (h2_max_streams, ...); each
 # hit is counted in h2_anom.
-from cpython.unicode cimport PyUnicode_READ_CHAR
+from cpython.unicode cimport PyUnicode_READ_CHAR, PyUnicode_AsUTF8AndSize
 
 cdef enum:
     H2_PREFACE_LEN = 24
@@ -332,7 +332,7 @@ cdef void h2_block(Engine eng, Flow* f, int d, int64_t ts):
     if is_request:
         if not st.req_seen:
             st.gap[d] = 0               # nothing of a request precedes its first HEADERS
-            h2_request_fields(t, fields)
+            h2_request_fields(eng, t, fields)
             t.req_start = x.block_ts
             st.req_seen = 1
             if t.req_content_type is not None and t.req_content_type.startswith("application/grpc"):
@@ -343,7 +343,7 @@ cdef void h2_block(Engine eng, Flow* f, int d, int64_t ts):
     else:
         if not t.response_seen and t.interim is None:
             st.gap[d] = 0               # nor of a response its first HEADERS
-        h2_response_fields(t, st, fields, x.block_ts)
+        h2_response_fields(eng, t, st, fields, x.block_ts)
         if x.block_end_stream:
             st.resp_end = 1
             t.resp_end = ts
@@ -360,7 +360,23 @@ cdef inline bint is_number(value):
 cdef inline bint is_pseudo(str name):
     return len(name) > 0 and PyUnicode_READ_CHAR(name, 0) == 58     # ':'
 
-cdef void h2_request_fields(Txn t, list fields):
+# Enrichment's inputs from a decoded field list: kept (name, value) pairs, and
+# whether the body is captured.
+cdef list h2_kept_fields(Engine eng, Txn t, int side, list fields, object ctype):
+    cdef list kept = []
+    cdef Py_ssize_t n
+    cdef const char* p
+    for name, value in fields:
+        if name is not None and value is not None and not is_pseudo(name):
+            p = PyUnicode_AsUTF8AndSize(name, &n)
+            if field_kept(<const uint8_t*>p, <uint32_t>n):
+                kept.append((name, value))
+    if ctype is not None:
+        p = PyUnicode_AsUTF8AndSize(ctype, &n)
+        txn_body_start(eng, t, side, <const uint8_t*>p, <uint32_t>n)
+    return kept
+
+cdef void h2_request_fields(Engine eng, Txn t, list fields):
     cdef list names = []
     for name, value in fields:
         if name is None:
@@ -385,10 +401,12 @@ cdef void h2_request_fields(Txn t, list fields):
         elif name == "host" and t.host is None:
             t.host = value
     t.req_headers = names
+    if eng.keep_fields:
+        t.req_fields = h2_kept_fields(eng, t, 0, fields, t.req_content_type)
     if t.method == "CONNECT" and t.target is None:
         t.target = t.host
 
-cdef void h2_response_fields(Txn t, H2Stream* st, list fields, int64_t ts):
+cdef void h2_response_fields(Engine eng, Txn t, H2Stream* st, list fields, int64_t ts):
     cdef list names = []
     status = None
     for name, value in fields:
@@ -423,6 +441,8 @@ cdef void h2_response_fields(Txn t, H2Stream* st, list fields, int64_t ts):
     t.status = code
     t.resp_version = "2"
     t.resp_headers = names
+    if eng.keep_fields:
+        t.resp_fields = h2_kept_fields(eng, t, 1, fields, t.resp_content_type)
     t.resp_start = ts
     t.response_seen = True
     st.final = 1
@@ -464,6 +484,8 @@ cdef void h2_data_bytes(Engine eng, Flow* f, int d, H2Dir* x, const uint8_t* p, 
     if st == NULL:
         return
     st.body[d] += b
+    if b and st.txn != NULL:
+        txn_body_add(eng, <Txn>st.txn, 0 if d == f.client else 1, p, b)
     while st.grpc and b:
         # gRPC framing: 1-byte compressed flag, 4-byte length, message
         if st.msg_left[d]:
@@ -664,6 +686,8 @@ cdef void h2_gap(Engine eng, Flow* f, int d, uint64_t n):
             st.body[d] += n if n < x.body_left else x.body_left
             st.msg_left[d] = 0
             st.grpc = 0                 # message boundaries are lost
+            if st.txn != NULL:
+                txn_body_hole(<Txn>st.txn, 0 if d == f.client else 1)
         x.body_left = x.body_left - n if n < x.body_left else 0
         x.left -= n
         return
@@ -676,3 +700,5 @@ cdef void h2_gap(Engine eng, Flow* f, int d, uint64_t n):
     (<HpackDecoder>x.hpack).lost_sync()
     for i in range(f.h2.nstreams):
         f.h2.streams[i].gap[d] = 1
+        if f.h2.streams[i].txn != NULL:
+            txn_body_hole(<Txn>f.h2.streams[i].txn, 0 if d == f.client else 1)

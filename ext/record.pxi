@@ -135,6 +135,42 @@ cdef int wb_strlist(WBuf* b, list items) except -1:
         wb_pystr(b, x)
     return 0
 
+# Enrichment's values: maps with str keys, lists, str, int, float, bool, None.
+cdef int wb_obj(WBuf* b, object v, int depth=0) except -1:
+    cdef double d
+    if depth > 32:
+        raise ValueError("enrichment value nested too deep")
+    if v is None:
+        wb_reserve(b, 1)
+        wb_byte(b, 0xC0)
+    elif v is True or v is False:
+        wb_reserve(b, 1)
+        wb_byte(b, 0xC3 if v else 0xC2)
+    elif isinstance(v, str):
+        wb_pystr(b, v)
+    elif isinstance(v, int):
+        wb_int(b, v)
+    elif isinstance(v, float):
+        d = v
+        wb_reserve(b, 9)
+        wb_byte(b, 0xCB)
+        wb_be(b, (<uint64_t*>&d)[0], 8)
+    elif isinstance(v, dict):
+        wb_reserve(b, 5)
+        if len(v) < 16:
+            wb_byte(b, 0x80 | len(v))
+        else:
+            wb_byte(b, 0xDF)
+            wb_be(b, len(v), 4)
+        for k, x in (<dict>v).items():
+            wb_pystr(b, k)
+            wb_obj(b, x, depth + 1)
+    else:
+        wb_array(b, len(v))
+        for x in v:
+            wb_obj(b, x, depth + 1)
+    return 0
+
 
 # Query parameter names of q[:n]: `k=v` pairs by name; a bare token only when
 # it looks like a flag name, since it could as well be a value.
@@ -259,6 +295,12 @@ cdef class RecordEncoder:
         if t.alpn is not None:
             wb_key(b, b"tls.next_protocol", 17); wb_pystr(b, t.alpn)
             keys += 1
+        if t.extra is not None:
+            # enrichment (sensor/enrich): url.path masked, route, shapes, findings
+            for k, x in <list>t.extra:
+                wb_pystr(b, k)
+                wb_obj(b, x)
+                keys += 1
         wb_completeness(b, t.flags)
         wb_map_end(b, hdr, keys + 1)
         return 0
@@ -322,15 +364,17 @@ cdef class RecordEncoder:
                     a = i + 3
                     while a < pe and tg[a] != b'/':
                         a += 1
-                    wb_key(b, b"url.path", 8)
-                    if a == pe:
-                        wb_str(b, b"/", 1)
-                    else:
-                        wb_str(b, tg + a, pe - a)
-                    keys += 1
+                    if t.extra is None:
+                        wb_key(b, b"url.path", 8)
+                        if a == pe:
+                            wb_str(b, b"/", 1)
+                        else:
+                            wb_str(b, tg + a, pe - a)
+                        keys += 1
             if a == 0 and tn and (tg[0] == b'/' or tg[0] == b'*'):
-                wb_key(b, b"url.path", 8); wb_str(b, tg, pe)
-                keys += 1
+                if t.extra is None:
+                    wb_key(b, b"url.path", 8); wb_str(b, tg, pe)
+                    keys += 1
                 a = 1
             if a and pe < <size_t>tn and tg[pe] == b'?':
                 wb_key(b, b"url.query.keys", 14); wb_strlist(b, query_names(tg + pe + 1, qe - pe - 1))
@@ -402,6 +446,12 @@ cdef class RecordEncoder:
         if t.protocol_switch is not None:
             wb_key(b, b"sensor.protocol_switch", 22); wb_pystr(b, t.protocol_switch)
             keys += 1
+        if t.extra is not None:
+            # enrichment (sensor/enrich): url.path masked, route, shapes, findings
+            for k, x in <list>t.extra:
+                wb_pystr(b, k)
+                wb_obj(b, x)
+                keys += 1
         wb_completeness(b, t.flags)
         wb_map_end(b, hdr, keys + 1)
         return 0

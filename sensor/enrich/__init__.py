@@ -1,0 +1,220 @@
+"""Enrichment: what a transaction says about the API, with no value kept.
+
+Per transaction (Python is touched once per transaction): the route template
+and the masked path (routes.py), query parameter formats, the payload shape
+of captured bodies after removing their content coding (decode.py,
+shape.py), sensitive-data classes with where they were seen (classify.py),
+the operation of tunnelled RPC and the auth scheme (auth.py). The results go
+into the record as extra keys (Txn.extra); the core record stage writes the
+rest and, once enrichment ran, no raw path.
+
+The route learner needs evidence before it collapses a slug position
+(/users/alice, /users/bob, ...): a transaction whose route is still open is
+held back, at most `hold` transactions or `hold_seconds` of packet time,
+then written with the best template known by then.
+"""
+from collections import deque
+from urllib.parse import parse_qsl, unquote
+
+from .._core import FLAG_NAMES, Txn
+from .auth import auth_scheme, is_session_cookie, jwt_info
+from .classify import value_classes, value_format
+from .decode import LIMIT, UNDECODABLE, decode_body
+from .routes import RouteLearner, load_hints
+from .shape import body_shape
+
+_FLAG = {name: 1 << i for i, name in enumerate(FLAG_NAMES)}
+_SEGMENT_CACHE_MAX = 65536
+
+
+def split_target(target):
+    """(path, query) of a request-target: origin-form as is, absolute-form
+    without scheme and authority; (None, None) for authority-form and '*'."""
+    if not target or target == "*":
+        return None, None
+    if target[0] != "/":
+        scheme, sep, rest = target.partition("://")
+        if not sep or not scheme.isalpha():
+            return None, None
+        slash = rest.find("/")
+        target = rest[slash:] if slash >= 0 else "/"
+    path, _, query = target.partition("#")[0].partition("?")
+    return path, query
+
+
+def _cookies(value):
+    for part in value.split(";"):
+        name, eq, v = part.strip().partition("=")
+        if eq and name:
+            yield name, v.strip().strip('"')
+
+
+class Enricher:
+    def __init__(self, hints=None, max_decoded=1 << 20, max_ratio=200, hold=4096, hold_seconds=30.0):
+        self.routes = RouteLearner(load_hints(hints) if hints else None)
+        self.max_decoded = max_decoded
+        self.max_ratio = max_ratio
+        self.hold = hold
+        self.hold_ns = int(hold_seconds * 1e9)
+        self.held = deque()         # (txn, host, path) whose route may still change
+        self.segment_classes = {}   # path segment -> its sensitive classes
+        self.counters = {"bodies_shaped": 0, "bodies_undecodable": 0, "decompression_limits": 0,
+                         "records_held": 0}
+
+    # -- stage interface (records.RecordStage)
+
+    def process(self, txns):
+        out = []
+        for t in txns:
+            if type(t) is not Txn:
+                out.append(t)
+                continue
+            host, path = self.enrich(t)
+            if path is not None and not self.routes.resolve(host, path).settled:
+                self.held.append((t, host, path))
+                self.counters["records_held"] += 1
+            else:
+                self.finish(t, host, path)
+                out.append(t)
+        if self.held:
+            self.release(out, txns)
+        return out
+
+    def flush(self):
+        out = []
+        while self.held:
+            t, host, path = self.held.popleft()
+            self.finish(t, host, path)
+            out.append(t)
+        return out
+
+    def release(self, out, txns):
+        """Moves held transactions whose route settled (or that waited long
+        enough) to `out`, in the order they came."""
+        now = max((t.req_start for t in txns if type(t) is Txn), default=0)
+        keep = deque()
+        over = len(self.held) - self.hold
+        for item in self.held:
+            t, host, path = item
+            if over > 0 or now - t.req_start > self.hold_ns or self.routes.resolve(host, path).settled:
+                over -= 1
+                self.finish(t, host, path)
+                out.append(t)
+            else:
+                keep.append(item)
+        self.held = keep
+
+    # -- per transaction
+
+    def finish(self, t, host, path):
+        if path is not None:
+            r = self.routes.resolve(host, path)
+            t.extra += [("url.path", r.masked), ("http.route", r.route),
+                        ("sensor.route.confidence", round(r.confidence, 2))]
+
+    def enrich(self, t):
+        """Fills t.extra with everything but the route; returns (host, path)
+        for the route learner (path None when there is no request path)."""
+        extra = t.extra = []
+        found = {}          # (class, where, name) -> count
+
+        def add(classes, where, name):
+            for c in classes:
+                key = (c, where, name)
+                found[key] = found.get(key, 0) + 1
+
+        host = path = None
+        query_pairs, cookies, fields = [], [], t.req_fields or []
+        if t.method is not None:
+            path, query = split_target(t.target)
+            if path is not None:
+                host = (t.host or t.server_addr or "").lower()
+                self.routes.observe(host, path)
+                self.path_classes(path, add)
+            if query:
+                query_pairs = parse_qsl(query, keep_blank_values=True)
+                formats = {}
+                for name, value in query_pairs:
+                    formats[name] = value_format(value) or "string" if value else "empty"
+                    add(value_classes(value, name), "query", name)
+                extra.append(("sensor.query", formats))
+            for name, value in fields:
+                if name == "cookie":
+                    for cname, cvalue in _cookies(value):
+                        cookies.append((cname, cvalue))
+                        add(value_classes(cvalue, cname), "cookie", cname)
+                elif name in ("authorization", "proxy-authorization"):
+                    add(self.credential_classes(value), "request.header", name)
+                else:
+                    add(value_classes(value, name), "request.header", name)
+            extra.append(("sensor.auth", auth_scheme(fields, query_pairs, cookies)))
+        for name, value in t.resp_fields or ():
+            if name == "set-cookie":
+                for cname, cvalue in list(_cookies(value))[:1]:    # the rest are attributes
+                    add(value_classes(cvalue, cname) or (("secret",) if is_session_cookie(cname) else ()),
+                        "cookie", cname)
+            else:
+                add(value_classes(value, name), "response.header", name)
+        operation = None
+        for side, data, ctype, coding in ((0, t.req_body_data, t.req_content_type, t.req_content_encoding),
+                                          (1, t.resp_body_data, t.resp_content_type, t.resp_content_encoding)):
+            if not data or ctype is None:
+                continue
+            shape = self.body(t, side, data, ctype, coding)
+            if shape is None:
+                continue
+            where = "request.body" if side == 0 else "response.body"
+            extra.append(("sensor.shape.request" if side == 0 else "sensor.shape.response", shape.to_record()))
+            for cls, key, count in shape.findings:
+                k = (cls, where, key)
+                found[k] = found.get(k, 0) + count
+            if side == 0 and shape.operation:
+                operation = shape.operation
+        t.release_bodies()
+        for name, value in fields:
+            if name == "soapaction" and value.strip('" '):
+                operation = {"kind": "soap", "action": value.strip('" ')[:256]}
+        if operation:
+            extra.append(("sensor.operation", operation))
+        if found:
+            extra.append(("sensor.sensitive", [{"class": c, "in": w, "name": n, "count": k}
+                                               for (c, w, n), k in sorted(found.items())]))
+        return host, path
+
+    def body(self, t, side, data, ctype, coding):
+        decoded, status = decode_body(data, coding, self.max_decoded, self.max_ratio)
+        if status == UNDECODABLE:
+            t.flags |= _FLAG["body_undecodable"]
+            self.counters["bodies_undecodable"] += 1
+            return None
+        if status == LIMIT:
+            t.flags |= _FLAG["decompression_limit"]
+            self.counters["decompression_limits"] += 1
+        truncated = status == LIMIT or bool(t.flags & _FLAG["request_body_truncated" if side == 0
+                                                            else "response_body_truncated"])
+        shape = body_shape(decoded, ctype, truncated=truncated)
+        if shape is not None:
+            self.counters["bodies_shaped"] += 1
+        return shape
+
+    def path_classes(self, path, add):
+        cache = self.segment_classes
+        for i, seg in enumerate(path.split("/")[1:]):
+            if not seg:
+                continue
+            classes = cache.get(seg)
+            if classes is None:
+                if len(cache) >= _SEGMENT_CACHE_MAX:
+                    cache.clear()
+                classes = cache[seg] = value_classes(unquote(seg))
+            add(classes, "path", str(i))
+
+    @staticmethod
+    def credential_classes(value):
+        scheme, _, cred = value.strip().partition(" ")
+        scheme = scheme.lower()
+        if scheme == "bearer":
+            return ("jwt",) if jwt_info(cred.strip()) else ("bearer_token",)
+        if scheme == "basic":
+            return ("password",)
+        return ("secret",)
