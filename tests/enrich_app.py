@@ -1,0 +1,449 @@
+"""The enrichment corpus's API: a small shop with realistic routes, synthetic
+PII and decoys, served over HTTP/1.1 by aiohttp and over h2c by hypercorn.
+
+One pure handler per route builds the reply from the data set and says which
+sensitive classes its body carries (the app author's labels); both servers
+call the same `Api.dispatch`, and the test calls it too to know what each
+response held. Values come from `Fake`, seeded, each one unique and recorded
+as planted so the leak test can look for it.
+
+Run as a server: `python enrich_app.py DATA.json H1_PORT H2_PORT` (DATA.json
+from `Api.data`); prints "ready" once both listen, stops when stdin closes.
+"""
+import asyncio
+import base64
+import gzip
+import hashlib
+import hmac
+import json
+import random
+import re
+import string
+import sys
+import uuid
+from typing import NamedTuple
+from urllib.parse import parse_qsl, unquote
+
+import brotli
+import zstandard
+
+EPOCH_MS = 1733300000000        # decoy timestamps sit after this
+
+
+def luhn_digit(digits):
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = int(ch)
+        if i % 2 == 0:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return str(-total % 10)
+
+
+def luhn_valid(number):
+    return luhn_digit(number[:-1]) == number[-1]
+
+
+def iban_check(country, bban):
+    digits = "".join(str(int(c, 36)) for c in bban + country + "00")
+    return "%02d" % (98 - int(digits) % 97)
+
+
+def b64url(raw):
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+class Fake:
+    """Synthetic values from a fixed seed; every sensitive one is unique and
+    lands in `planted` (with its kind, for the leak test's variants)."""
+
+    FIRST = ["Jane", "Omar", "Li", "Ana", "Kofi", "Marta", "Ravi", "Yuki", "Sven", "Ines", "Tariq", "Zoe"]
+    LAST = ["Doe", "Haddad", "Wei", "Silva", "Mensah", "Kowalska", "Iyer", "Sato", "Berg", "Costa"]
+    DOMAINS = ["example.com", "mail.example.org", "corp.example.net"]
+    ED25519_PKCS8 = bytes.fromhex("302e020100300506032b657004220420")
+
+    def __init__(self, seed):
+        self.rng = random.Random(seed)
+        self.planted = {}           # value -> kind
+        self.n = 0
+
+    def plant(self, value, kind="text"):
+        assert value not in self.planted, "planted values must be unique: %r" % value
+        self.planted[value] = kind
+        return value
+
+    def digits(self, n):
+        return "".join(self.rng.choice(string.digits) for _ in range(n))
+
+    def token(self, n, alphabet=string.ascii_letters + string.digits):
+        return "".join(self.rng.choice(alphabet) for _ in range(n))
+
+    def name(self):
+        return "%s %s" % (self.rng.choice(self.FIRST), self.rng.choice(self.LAST))
+
+    def email(self):
+        self.n += 1
+        first, last = self.name().lower().split()
+        return self.plant("%s.%s%d@%s" % (first, last, self.n, self.rng.choice(self.DOMAINS)))
+
+    def card(self, brand=None):
+        """A Luhn-valid number in an issued range (Visa, Mastercard, Amex)."""
+        brand = brand or self.rng.choice(["visa", "mastercard", "amex"])
+        prefix, length = {"visa": ("4" + self.digits(5), 16),
+                          "mastercard": (str(self.rng.randint(51, 55)) + self.digits(4), 16),
+                          "amex": (self.rng.choice(["34", "37"]) + self.digits(4), 15)}[brand]
+        body = prefix + self.digits(length - 1 - len(prefix))
+        return self.plant(body + luhn_digit(body), "card")
+
+    def card_like_decoy(self):
+        """16 digits in the Visa range that fail Luhn: a tracking number, not a card."""
+        body = "4" + self.digits(14)
+        return body + str((int(luhn_digit(body)) + 1 + self.rng.randint(0, 8)) % 10)
+
+    def ean13(self):
+        """A valid EAN-13 barcode that is not also Luhn-valid."""
+        while True:
+            body = "40" + self.digits(10)
+            check = str(-sum(int(d) * (3 if i % 2 else 1) for i, d in enumerate(body)) % 10)
+            if not luhn_valid(body + check):
+                return body + check
+
+    def iban(self):
+        country = self.rng.choice(["DE", "GB", "NL"])
+        bban = {"DE": lambda: self.digits(18),
+                "GB": lambda: "NWBK" + self.digits(14),
+                "NL": lambda: "ABNA" + self.digits(10)}[country]()
+        return self.plant(country + iban_check(country, bban) + bban)
+
+    def ssn(self):
+        area = self.rng.choice([a for a in range(1, 900) if a != 666])
+        return self.plant("%03d-%02d-%04d" % (area, self.rng.randint(1, 99), self.rng.randint(1, 9999)))
+
+    def phone_e164(self):
+        return self.plant(self.rng.choice(["+1415555", "+1212555", "+4420794"]) + self.digits(4), "phone")
+
+    def phone_national(self):
+        return self.plant("(%s) 555-%s" % (self.rng.choice(["415", "312", "617"]), self.digits(4)), "phone")
+
+    def ipv4(self):
+        return self.plant("%s.%d" % (self.rng.choice(["203.0.113", "198.51.100"]), self.rng.randint(2, 254)))
+
+    def dob(self):
+        return self.plant("%d-%02d-%02d" % (self.rng.randint(1950, 2001), self.rng.randint(1, 12),
+                                            self.rng.randint(1, 28)))
+
+    def password(self):
+        return self.plant(self.token(6) + self.rng.choice("!#%&*") + self.token(8))
+
+    def opaque(self, prefix=""):
+        return self.plant(prefix + self.token(32))
+
+    def hex_id(self, prefix=""):
+        return prefix + self.token(24, "0123456789abcdef")
+
+    def uuid(self):
+        return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def aws_keys(self):
+        key_id = self.plant("AKIA" + self.token(16, string.ascii_uppercase + "234567"))
+        secret = self.plant(self.token(40, string.ascii_letters + string.digits + "/+"))
+        return key_id, secret
+
+    def private_key_pem(self):
+        b64 = base64.b64encode(self.ED25519_PKCS8 + bytes(self.rng.getrandbits(8) for _ in range(32))).decode()
+        self.plant(b64)
+        return "-----BEGIN PRIVATE KEY-----\n%s\n-----END PRIVATE KEY-----\n" % b64
+
+    def jwt(self, claims, alg="HS256"):
+        """A signed JWT; its payload and signature segments are planted too."""
+        digest = {"HS256": hashlib.sha256, "HS512": hashlib.sha512}[alg]
+        head = b64url(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+        body = b64url(json.dumps(claims).encode())
+        sig = b64url(hmac.new(self.token(32).encode(), ("%s.%s" % (head, body)).encode(), digest).digest())
+        self.plant(body)
+        self.plant(sig)
+        return self.plant("%s.%s.%s" % (head, body, sig))
+
+    def basic(self, user):
+        cred = self.plant(base64.b64encode(("%s:%s" % (user, self.password())).encode()).decode())
+        return "Basic " + cred
+
+    def millis(self):
+        return EPOCH_MS + self.rng.randint(0, 10 ** 9)
+
+
+def make_data(fake):
+    """The shop's data set (JSON-able): what the servers answer from."""
+    users = {}
+    for uid in (1001, 1002, 1003):
+        users[str(uid)] = {
+            "id": uid, "name": fake.name(), "email": fake.email(), "phone": fake.phone_e164(),
+            "nationalPhone": fake.phone_national(), "dateOfBirth": fake.dob(), "ssn": fake.ssn(),
+            "lastLoginIp": fake.ipv4(), "loyaltyCard": fake.ean13(), "iban": fake.iban(),
+            "createdAt": fake.millis(), "city": fake.rng.choice(["Berlin", "Leeds", "Utrecht"]),
+            "session": fake.opaque(), "orders": [fake.uuid() for _ in range(2)],
+        }
+    colours = ["red", "blue", "green", "black", "white", "navy", "olive", "grey", "amber", "teal"]
+    things = ["shoes", "hat", "scarf", "jacket", "socks", "gloves", "boots", "belt", "bag", "cap"]
+    products = {"%s-%s" % (c, t): {"name": "%s %s" % (c.title(), t), "gtin": fake.ean13(),
+                                   "price": round(fake.rng.uniform(5, 200), 2), "stock": fake.rng.randint(0, 90),
+                                   "updatedAt": fake.millis()}
+                for c, t in zip(colours, things)}
+    accounts = {fake.iban(): round(fake.rng.uniform(0, 9000), 2) for _ in range(2)}
+    return {"users": users, "products": products, "accounts": accounts,
+            "decoys": {"tracking": [fake.card_like_decoy() for _ in range(6)]}}
+
+
+class Reply(NamedTuple):
+    status: int
+    body: object = None             # dict -> JSON, str -> as is, None -> no body
+    encoding: str = None            # gzip, br, zstd
+    ctype: str = "application/json"
+    headers: tuple = ()
+    findings: frozenset = frozenset()   # (class, in, name) the reply carries, by the app's labels
+
+
+def encode(raw, encoding):
+    if encoding == "gzip":
+        return gzip.compress(raw, mtime=0)
+    if encoding == "br":
+        return brotli.compress(raw)
+    if encoding == "zstd":
+        return zstandard.ZstdCompressor().compress(raw)
+    return raw
+
+
+def decode(raw, encoding):
+    return {"gzip": gzip.decompress, "br": brotli.decompress}.get(encoding, lambda b: b)(raw)
+
+
+def body_labels(where, *pairs):
+    return frozenset((cls, where, name) for cls, name in pairs)
+
+
+class Api:
+    """Routes of the shop: (method, template, pattern, handler)."""
+
+    def __init__(self, data):
+        self.data = data
+        self.routes = []
+        for method, template, handler in [
+            ("GET", "/health", self.health),
+            ("GET", "/api/v1/users/{userId}", self.user),
+            ("GET", "/api/v1/users/{userId}/orders/{orderId}", self.order),
+            ("GET", "/api/v1/products/{slug}", self.product),
+            ("GET", "/api/v1/search", self.search),
+            ("POST", "/login", self.login),
+            ("GET", "/api/v1/profile", self.profile),
+            ("POST", "/api/v1/payments", self.payment),
+            ("POST", "/graphql", self.graphql),
+            ("POST", "/rpc", self.rpc),
+            ("POST", "/soap", self.soap),
+            ("POST", "/api/v1/uploads", self.upload),
+            ("GET", "/api/v1/accounts/{iban}/balance", self.balance),
+            ("DELETE", "/api/v1/subscribers/{email}", self.unsubscribe),
+            ("POST", "/api/v1/integrations", self.integration),
+        ]:
+            pattern = re.compile("^%s$" % re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template))
+            self.routes.append((method, template, pattern, handler))
+
+    @property
+    def templates(self):
+        return {template for _, template, _, _ in self.routes}
+
+    def dispatch(self, method, target, headers, body):
+        """Reply to a request; headers: lowercase name -> value; body: bytes
+        as sent (its Content-Encoding still on)."""
+        path, _, query = target.partition("?")
+        body = decode(body, headers.get("content-encoding"))
+        for m, _, pattern, handler in self.routes:
+            match = pattern.match(path)
+            if match and m == method:
+                params = {k: unquote(v) for k, v in match.groupdict().items()}
+                return handler(params=params, query=dict(parse_qsl(query)), headers=headers, body=body)
+        return Reply(404, {"error": "not found"})
+
+    # -- handlers (keyword arguments: params, query, headers, body)
+
+    def health(self, **_):
+        return Reply(200, {"status": "ok", "uptimeMs": 86400123, "version": "1.4.2"})
+
+    def user(self, params, **_):
+        u = self.data["users"][params["userId"]]
+        return Reply(200, {"id": u["id"], "name": u["name"], "email": u["email"], "phone": u["phone"],
+                           "createdAt": u["createdAt"], "address": {"city": u["city"], "country": "DE"}},
+                     "gzip", findings=body_labels("response.body", ("email", "email"), ("phone", "phone")))
+
+    def order(self, params, **_):
+        u = self.data["users"][params["userId"]]
+        track = self.data["decoys"]["tracking"]
+        p = list(self.data["products"].values())
+        return Reply(200, {"orderId": params["orderId"], "userId": u["id"], "status": "shipped",
+                           "items": [{"sku": p[0]["gtin"], "qty": 2, "unitPrice": p[0]["price"]},
+                                     {"sku": p[1]["gtin"], "qty": 1, "unitPrice": p[1]["price"]}],
+                           "payment": {"brand": "visa", "last4": "4242"},
+                           "placedAt": u["createdAt"] + 5000, "trackingNumber": track[u["id"] % len(track)]},
+                     "br")
+
+    def product(self, params, **_):
+        p = self.data["products"][params["slug"]]
+        return Reply(200, dict(p, slug=params["slug"]), "zstd")
+
+    def search(self, query, **_):
+        hits = [{"slug": s, "name": p["name"], "price": p["price"]} for s, p in list(self.data["products"].items())[:3]]
+        return Reply(200, {"page": int(query.get("page", 1)), "total": 57, "results": hits}, "gzip")
+
+    def login(self, body, **_):
+        form = dict(parse_qsl(body.decode()))
+        u = next(u for u in self.data["users"].values() if u["email"] == form["username"])
+        return Reply(200, {"ok": True, "userId": u["id"], "expiresAt": u["createdAt"] + 3600000},
+                     headers=(("Set-Cookie", "sid=%s; Path=/; HttpOnly; SameSite=Lax" % u["session"]),),
+                     findings=frozenset({("secret", "cookie", "sid")}))
+
+    def session_user(self, headers):
+        sid = re.search(r"(?:^|; )sid=([^;]+)", headers.get("cookie", "")).group(1)
+        return next(u for u in self.data["users"].values() if u["session"] == sid)
+
+    def profile(self, headers, **_):
+        u = self.session_user(headers)
+        return Reply(200, {"userId": u["id"], "email": u["email"], "phone": u["nationalPhone"],
+                           "dateOfBirth": u["dateOfBirth"], "ssn": u["ssn"], "lastLoginIp": u["lastLoginIp"],
+                           "loyaltyCard": u["loyaltyCard"], "memberSince": u["createdAt"]},
+                     "br", findings=body_labels("response.body", ("email", "email"), ("phone", "phone"),
+                                                ("date_of_birth", "dateOfBirth"), ("us_ssn", "ssn"),
+                                                ("ip_address", "lastLoginIp")))
+
+    def payment(self, body, **_):
+        pay = json.loads(body)
+        number = pay["card"]["number"]
+        return Reply(201, {"id": "pay_" + hashlib.sha1(number.encode()).hexdigest()[:24], "status": "captured",
+                           "amount": pay["amount"], "currency": pay["currency"],
+                           "card": {"brand": pay["card"]["brand"], "last4": number[-4:]},
+                           "created": EPOCH_MS + int(number[-6:])})
+
+    def graphql(self, body, **_):
+        op = json.loads(body)
+        if op["operationName"] == "GetUser":
+            u = self.data["users"][op["variables"]["id"]]
+            return Reply(200, {"data": {"user": {"id": str(u["id"]), "name": u["name"], "email": u["email"],
+                                                 "phone": u["phone"]}}}, "gzip",
+                         findings=body_labels("response.body", ("email", "data.user.email"),
+                                              ("phone", "data.user.phone")))
+        return Reply(200, {"data": {"updateEmail": {"ok": True, "verificationSent": True}}})
+
+    def rpc(self, body, **_):
+        call = json.loads(body)
+        if call["method"] == "account.getBalance":
+            return Reply(200, {"jsonrpc": "2.0", "id": call["id"],
+                               "result": {"balance": 1234.5, "currency": "EUR", "asOf": EPOCH_MS + 77}})
+        u = next(u for u in self.data["users"].values() if u["email"] == call["params"][0])
+        return Reply(200, {"jsonrpc": "2.0", "id": call["id"],
+                           "result": {"customerId": u["id"], "email": u["email"], "iban": u["iban"]}},
+                     findings=body_labels("response.body", ("email", "result.email"), ("iban", "result.iban")))
+
+    SOAP = ('<?xml version="1.0" encoding="utf-8"?>\n<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/'
+            'envelope/"><soap:Body>%s</soap:Body></soap:Envelope>')
+
+    def soap(self, body, **_):
+        uid = re.search(rb"<customerId>(\d+)</customerId>", body).group(1).decode()
+        u = self.data["users"][uid]
+        xml = self.SOAP % ('<GetCustomerResponse xmlns="urn:example:crm"><Customer><id>%s</id><name>%s</name>'
+                           '<email>%s</email><iban>%s</iban></Customer></GetCustomerResponse>'
+                           % (uid, u["name"], u["email"], u["iban"]))
+        base = "Envelope.Body.GetCustomerResponse.Customer."
+        return Reply(200, xml, ctype="text/xml; charset=utf-8",
+                     findings=body_labels("response.body", ("email", base + "email"), ("iban", base + "iban")))
+
+    def upload(self, body, **_):
+        return Reply(201, {"id": str(uuid.UUID(bytes=hashlib.md5(body).digest(), version=4)), "size": len(body),
+                           "sha256": hashlib.sha256(body).hexdigest()})
+
+    def balance(self, params, **_):
+        return Reply(200, {"balance": self.data["accounts"][params["iban"]], "currency": "EUR",
+                           "asOf": EPOCH_MS + 1234}, "gzip")
+
+    def unsubscribe(self, **_):
+        return Reply(204)
+
+    def integration(self, body, **_):
+        req = json.loads(body)
+        return Reply(201, {"id": "int_" + hashlib.sha1(body).hexdigest()[:16], "provider": req["provider"],
+                           "status": "active", "createdAt": EPOCH_MS + 99})
+
+
+def reply_bytes(reply):
+    """(status, [(name, value)], body bytes) as the servers send a Reply."""
+    headers = list(reply.headers)
+    if reply.body is None:
+        return reply.status, headers, b""
+    raw = reply.body.encode() if isinstance(reply.body, str) else json.dumps(reply.body).encode()
+    headers.append(("Content-Type", reply.ctype))
+    if reply.encoding:
+        headers.append(("Content-Encoding", reply.encoding))
+        headers.append(("Vary", "Accept-Encoding"))
+    return reply.status, headers, encode(raw, reply.encoding)
+
+
+def aiohttp_app(api):
+    from aiohttp import web
+
+    async def handle(request):
+        body = await request.read()
+        status, headers, raw = reply_bytes(api.dispatch(request.method, request.raw_path,
+                                                        {k.lower(): v for k, v in request.headers.items()}, body))
+        resp = web.Response(status=status, body=raw or None)
+        for name, value in headers:
+            resp.headers.add(name, value)
+        return resp
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handle)
+    return app
+
+
+def asgi_app(api):
+    async def app(scope, receive, send):
+        if scope["type"] != "http":
+            return
+        body = b""
+        while True:
+            msg = await receive()
+            body += msg.get("body", b"")
+            if not msg.get("more_body"):
+                break
+        target = scope["raw_path"].decode() + ("?" + scope["query_string"].decode() if scope["query_string"] else "")
+        headers = {k.decode(): v.decode() for k, v in scope["headers"]}
+        status, out, raw = reply_bytes(api.dispatch(scope["method"], target, headers, body))
+        await send({"type": "http.response.start", "status": status,
+                    "headers": [(k.lower().encode(), v.encode()) for k, v in out]})
+        await send({"type": "http.response.body", "body": raw})
+    return app
+
+
+async def serve(api, h1_port, h2_port):
+    from aiohttp import web
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+
+    # bodies reach dispatch as sent: it removes Content-Encoding itself, as the ASGI side needs
+    runner = web.AppRunner(aiohttp_app(api), auto_decompress=False, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", h1_port).start()
+    config = Config()
+    config.bind = ["127.0.0.1:%d" % h2_port]
+    config.accesslog = config.errorlog = None
+    stop = asyncio.Event()
+    h2 = asyncio.ensure_future(hypercorn_serve(asgi_app(api), config, shutdown_trigger=stop.wait))
+    loop = asyncio.get_running_loop()
+    closed = loop.run_in_executor(None, sys.stdin.read)     # the test closes stdin to stop us
+    print("ready", flush=True)
+    await closed
+    stop.set()
+    await h2
+    await runner.cleanup()
+
+
+if __name__ == "__main__":
+    with open(sys.argv[1]) as f:
+        shop = Api(json.load(f))
+    asyncio.run(serve(shop, int(sys.argv[2]), int(sys.argv[3])))

@@ -1,0 +1,181 @@
+"""What the corpus client sends, and what the sensor should say about it.
+
+Each `Call` is one request with the labels its author gave it: the
+sensitive findings of the request side as (class, in, name), the auth
+scheme, the tunnelled operation. Response-side labels come from the app's
+handler (`Reply.findings`). Nothing here is read from sensor output.
+"""
+import gzip
+import json
+from typing import NamedTuple
+from urllib.parse import quote, urlencode
+
+from enrich_app import Api
+
+
+class Call(NamedTuple):
+    method: str
+    target: str                 # path and query, as sent
+    headers: tuple = ()         # (name, value)
+    body: bytes = b""
+    labels: frozenset = frozenset()
+    auth: dict = None           # expected sensor.auth (keys compared)
+    operation: dict = None      # expected sensor.operation (keys compared)
+
+
+# (class, in, name) a careful sensor may report or not: neither required nor counted wrong
+TOLERATED = frozenset({("secret", "request.body", "secretAccessKey")})
+
+NONE = {"scheme": "none"}
+API_KEY_HEADER = {"scheme": "api-key-header", "name": "x-api-key"}
+CLAIMS = {"sub": "user-1001", "email": None, "name": None, "iat": 1733300000, "exp": 1733303600,
+          "scope": "orders:read profile"}
+
+# Expected shapes per route: key path -> type. "integer"/"float" accept the
+# sensor's number spellings; "string:F" asks for format F.
+SHAPES = {
+    ("GET", "/api/v1/users/{userId}"): {"response": ("json", {
+        "id": "integer", "name": "string", "email": "string:email", "phone": "string", "createdAt": "integer",
+        "address.city": "string", "address.country": "string"})},
+    ("GET", "/api/v1/users/{userId}/orders/{orderId}"): {"response": ("json", {
+        "orderId": "string:uuid", "items[].sku": "string", "items[].qty": "integer", "items[].unitPrice": "float",
+        "payment.last4": "string", "placedAt": "integer", "trackingNumber": "string"})},
+    ("GET", "/api/v1/products/{slug}"): {"response": ("json", {
+        "slug": "string", "gtin": "string", "price": "float", "stock": "integer", "updatedAt": "integer"})},
+    ("GET", "/api/v1/profile"): {"response": ("json", {
+        "email": "string:email", "dateOfBirth": "string:date", "lastLoginIp": "string:ipv4", "ssn": "string"})},
+    ("POST", "/login"): {"request": ("form", {"username": "string:email", "password": "string"}),
+                         "response": ("json", {"ok": "boolean", "userId": "integer", "expiresAt": "integer"})},
+    ("POST", "/api/v1/payments"): {"request": ("json", {
+        "amount": "float", "currency": "string", "card.number": "string", "card.brand": "string",
+        "billing.iban": "string", "billing.email": "string:email", "orderRef": "string"})},
+    ("POST", "/api/v1/uploads"): {"request": ("multipart", {"title": None, "owner": None, "file": None})},
+    ("POST", "/soap"): {"response": ("xml", {"Envelope.Body.GetCustomerResponse.Customer.email": None})},
+    ("POST", "/rpc"): {"request": ("json", {"jsonrpc": "string", "method": "string"})},
+}
+
+
+def jwt_auth(alg, claims):
+    return {"scheme": "bearer-jwt", "name": "authorization", "alg": alg, "claims": sorted(claims)}
+
+
+def hdr(where, *pairs):
+    return frozenset((cls, where, name) for cls, name in pairs)
+
+
+def corpus_calls(fake, data):
+    """The client's requests over one connection, fresh credentials each time."""
+    users = data["users"]
+    calls = [Call("GET", "/health", auth=NONE)]
+
+    def bearer_jwt(uid, alg="HS256"):
+        claims = dict(CLAIMS, sub="user-%s" % uid, email=fake.email(), name=fake.name())
+        token = fake.jwt(claims, alg)
+        return (("Authorization", "Bearer " + token),), jwt_auth(alg, claims)
+
+    for uid in users:
+        headers, auth = bearer_jwt(uid)
+        calls.append(Call("GET", "/api/v1/users/" + uid, headers, labels=hdr("request.header", ("jwt", "authorization")),
+                          auth=auth))
+    for uid in list(users)[:2]:
+        headers, auth = bearer_jwt(uid)
+        calls.append(Call("GET", "/api/v1/users/%s/orders/%s" % (uid, users[uid]["orders"][1]), headers,
+                          labels=hdr("request.header", ("jwt", "authorization")), auth=auth))
+    for slug in data["products"]:
+        calls.append(Call("GET", "/api/v1/products/" + slug, auth=NONE))
+    api_key_q = {"scheme": "api-key-query", "name": "api_key"}
+    calls.append(Call("GET", "/api/v1/search?" + urlencode({"q": "running shoes", "page": 2, "api_key": fake.opaque()}),
+                      labels=hdr("query", ("api_key", "api_key")), auth=api_key_q))
+    calls.append(Call("GET", "/api/v1/search?" + urlencode({"q": fake.email(), "page": 1, "api_key": fake.opaque()}),
+                      labels=hdr("query", ("api_key", "api_key"), ("email", "q")), auth=api_key_q))
+
+    u = users["1002"]
+    form = urlencode({"username": u["email"], "password": fake.password(), "remember": "on"}).encode()
+    calls.append(Call("POST", "/login", (("Content-Type", "application/x-www-form-urlencoded"),), form,
+                      hdr("request.body", ("email", "username"), ("password", "password")), NONE))
+    calls.append(Call("GET", "/api/v1/profile", (("Cookie", "sid=%s; theme=dark; lang=en-GB" % u["session"]),
+                                                 ("X-Forwarded-For", fake.ipv4())),
+                      labels=frozenset({("secret", "cookie", "sid"), ("ip_address", "request.header", "x-forwarded-for")}),
+                      auth={"scheme": "cookie-session", "name": "sid"}))
+
+    for brand, coding in (("visa", None), ("amex", "gzip"), ("mastercard", None)):
+        pay = {"amount": 129.95, "currency": "EUR",
+               "card": {"number": fake.card(brand), "brand": brand, "expMonth": 11, "expYear": 2029},
+               "billing": {"name": fake.name(), "email": fake.email(), "iban": fake.iban()},
+               "orderRef": fake.card_like_decoy()}
+        body = json.dumps(pay).encode()
+        headers = [("Content-Type", "application/json"), ("X-API-Key", fake.opaque())]
+        if coding:
+            body = gzip.compress(body, mtime=0)
+            headers.append(("Content-Encoding", coding))
+        calls.append(Call("POST", "/api/v1/payments", tuple(headers), body,
+                          hdr("request.body", ("payment_card", "card.number"), ("iban", "billing.iban"),
+                              ("email", "billing.email")) | hdr("request.header", ("api_key", "x-api-key")),
+                          API_KEY_HEADER))
+
+    opaque = {"scheme": "bearer-opaque", "name": "authorization"}
+    gql = {"query": "query GetUser($id: ID!) { user(id: $id) { id name email phone } }",
+           "operationName": "GetUser", "variables": {"id": "1003"}}
+    calls.append(Call("POST", "/graphql", (("Content-Type", "application/json"),
+                                           ("Authorization", "Bearer " + fake.opaque())),
+                      json.dumps(gql).encode(), hdr("request.header", ("bearer_token", "authorization")), opaque,
+                      {"kind": "graphql", "type": "query", "name": "GetUser"}))
+    gql = {"query": "mutation UpdateEmail($input: EmailInput!) { updateEmail(input: $input) { ok } }",
+           "operationName": "UpdateEmail",
+           "variables": {"input": {"email": fake.email(), "password": fake.password()}}}
+    calls.append(Call("POST", "/graphql", (("Content-Type", "application/json"),
+                                           ("Authorization", "Bearer " + fake.opaque())),
+                      json.dumps(gql).encode(),
+                      hdr("request.body", ("email", "variables.input.email"), ("password", "variables.input.password"))
+                      | hdr("request.header", ("bearer_token", "authorization")), opaque,
+                      {"kind": "graphql", "type": "mutation", "name": "UpdateEmail"}))
+
+    basic = {"scheme": "basic", "name": "authorization"}
+    rpc = {"jsonrpc": "2.0", "method": "account.getBalance", "params": {"iban": fake.iban()}, "id": 7}
+    calls.append(Call("POST", "/rpc", (("Content-Type", "application/json"), ("Authorization", fake.basic("svc-ledger"))),
+                      json.dumps(rpc).encode(),
+                      hdr("request.body", ("iban", "params.iban")) | hdr("request.header", ("password", "authorization")),
+                      basic, {"kind": "jsonrpc", "method": "account.getBalance"}))
+    rpc = {"jsonrpc": "2.0", "method": "customer.lookup", "params": [users["1001"]["email"]], "id": 8}
+    calls.append(Call("POST", "/rpc", (("Content-Type", "application/json"), ("Authorization", fake.basic("svc-crm"))),
+                      json.dumps(rpc).encode(),
+                      hdr("request.body", ("email", "params[]")) | hdr("request.header", ("password", "authorization")),
+                      basic, {"kind": "jsonrpc", "method": "customer.lookup"}))
+
+    soap = Api.SOAP % '<GetCustomer xmlns="urn:example:crm"><customerId>1003</customerId></GetCustomer>'
+    calls.append(Call("POST", "/soap", (("Content-Type", "text/xml; charset=utf-8"),
+                                        ("SOAPAction", '"urn:example:crm/GetCustomer"'),
+                                        ("Authorization", fake.basic("svc-soap"))),
+                      soap.encode(), hdr("request.header", ("password", "authorization")), basic, {"kind": "soap"}))
+
+    boundary = "----sensorcorpus%s" % fake.token(12)
+    png = b"\x89PNG\r\n\x1a\n" + bytes(fake.rng.getrandbits(8) for _ in range(600))
+    parts = [b'Content-Disposition: form-data; name="title"\r\n\r\nQ3 expense scan',
+             b'Content-Disposition: form-data; name="owner"\r\n\r\n' + fake.email().encode(),
+             b'Content-Disposition: form-data; name="file"; filename="receipt.png"\r\nContent-Type: image/png\r\n\r\n'
+             + png]
+    body = b"".join(b"--%s\r\n%s\r\n" % (boundary.encode(), p) for p in parts) + b"--%s--\r\n" % boundary.encode()
+    headers, auth = bearer_jwt("1001", "HS512")
+    calls.append(Call("POST", "/api/v1/uploads", headers + (("Content-Type", "multipart/form-data; boundary=" + boundary),),
+                      body, hdr("request.body", ("email", "owner")) | hdr("request.header", ("jwt", "authorization")),
+                      auth))
+
+    for iban in data["accounts"]:
+        calls.append(Call("GET", "/api/v1/accounts/%s/balance" % iban, (("X-API-Key", fake.opaque()),),
+                          labels=hdr("path", ("iban", "3")) | hdr("request.header", ("api_key", "x-api-key")),
+                          auth=API_KEY_HEADER))
+    for encode in (lambda e: e, lambda e: quote(e, safe="")):
+        calls.append(Call("DELETE", "/api/v1/subscribers/" + encode(fake.email()), (("X-API-Key", fake.opaque()),),
+                          labels=hdr("path", ("email", "3")) | hdr("request.header", ("api_key", "x-api-key")),
+                          auth=API_KEY_HEADER))
+
+    key_id, secret = fake.aws_keys()
+    integ = {"provider": "aws", "region": "eu-west-1", "accessKeyId": key_id, "secretAccessKey": secret,
+             "sshPrivateKey": fake.private_key_pem(), "bucket": "acme-backups"}
+    calls.append(Call("POST", "/api/v1/integrations", (("Content-Type", "application/json"),
+                                                       ("Authorization", "Bearer " + fake.opaque())),
+                      json.dumps(integ).encode(),
+                      hdr("request.body", ("aws_access_key", "accessKeyId"), ("aws_secret_key", "secretAccessKey"),
+                          ("private_key", "sshPrivateKey")) | hdr("request.header", ("bearer_token", "authorization")),
+                      opaque))
+    return calls
