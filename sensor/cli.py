@@ -1,4 +1,5 @@
 """Command line: `sensor replay` (capture files) and `sensor capture` (live)."""
+import functools
 import os
 import sys
 
@@ -55,6 +56,66 @@ def _summary(res, records):
     return "\n".join(lines)
 
 
+_SINK_OPTIONS = ("queue_policy", "queue_size", "spool_dir", "spool_max", "drain_timeout", "rotate_size",
+                 "rotate_seconds")
+
+
+def _output_options(policy):
+    """-o/--output (repeatable) and the delivery options of a command; the
+    latter reach it gathered in its `sink_opts` argument."""
+    options = [
+        click.option("-o", "--output", multiple=True, default=["-"], show_default=True,
+                     help="Where records go (repeat for several): - (stdout), PATH or file:PATH (msgpack), "
+                          "jsonl:PATH, tcp://HOST:PORT, unix:///PATH (msgpack stream), "
+                          "fluent://HOST:PORT?tag=..&compress=gzip&shared_key=..&tls=1 (Fluent Forward), "
+                          "nats://HOST:PORT/SUBJECT (JetStream), kafka://BROKER/TOPIC."),
+        click.option("--queue-policy", type=click.Choice(["block", "drop"]), default=policy, show_default=True,
+                     help="When a network output's queue is full: wait (nothing lost) or drop (counted)."),
+        click.option("--queue-size", type=click.IntRange(1, None), default=100_000, show_default=True,
+                     help="Records queued per network output."),
+        click.option("--spool-dir", type=click.Path(file_okay=False), default=None,
+                     help="Where network outputs spool while their collector is away (one directory per "
+                          "output; default: sensor-spool-UID in the temp directory). The next start sends it first."),
+        click.option("--spool-max", type=click.IntRange(1, None), default=1024, show_default=True,
+                     help="MiB of spool per output; beyond it batches are dropped (counted)."),
+        click.option("--drain-timeout", type=click.FloatRange(0, None), default=10.0, show_default=True,
+                     help="Seconds to deliver what is queued at exit; the rest stays in the spool."),
+        click.option("--rotate-size", type=click.IntRange(1, None), default=None,
+                     help="File outputs: start a new file past this many MiB (finished files renamed "
+                          "PATH-STARTTIME.ext)."),
+        click.option("--rotate-seconds", type=click.FloatRange(1, None), default=None,
+                     help="File outputs: start a new file after this many seconds."),
+    ]
+
+    def decorate(f):
+        @functools.wraps(f)
+        def command(**kw):
+            o = {k: kw.pop(k) for k in _SINK_OPTIONS}
+            kw["sink_opts"] = {"policy": o["queue_policy"], "queue_size": o["queue_size"],
+                               "spool_dir": o["spool_dir"], "spool_max": o["spool_max"] << 20,
+                               "drain_timeout": o["drain_timeout"], "rotate_bytes": (o["rotate_size"] or 0) << 20,
+                               "rotate_seconds": o["rotate_seconds"] or 0}
+            return f(**kw)
+        for opt in reversed(options):
+            command = opt(command)
+        return command
+    return decorate
+
+
+def _open_outputs(outputs, fmt, sink_opts):
+    from .sinks import OutputError, open_outputs
+    try:
+        return open_outputs(outputs, fmt, **sink_opts)
+    except OutputError as e:
+        raise click.BadParameter(str(e), param_hint="'-o' / '--output'")
+
+
+def _sink_summary(writer):
+    """One line of delivery counters per network output."""
+    for line in writer.summaries():
+        click.echo(line, err=True)
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sensor")
 def main():
@@ -65,9 +126,8 @@ def main():
 
 
 @main.command()
+@_output_options("block")
 @click.argument("files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("-o", "--output", default="-", show_default=True,
-              help="Where records go: a file path, or - for stdout.")
 @click.option("--format", "fmt", type=click.Choice(["msgpack", "jsonl"]), default="msgpack",
               show_default=True, help="msgpack stream (for collectors) or JSON Lines (for humans, jq).")
 @click.option("--raw-targets", is_flag=True,
@@ -89,7 +149,7 @@ def main():
               help="Bytes of one HTTP/2 header block (HEADERS + CONTINUATION); larger blocks are dropped, counted.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_window, bpf, tunnel_key,
-           vlan_key, h2_max_streams, h2_max_header_block, quiet):
+           vlan_key, h2_max_streams, h2_max_header_block, quiet, sink_opts):
     """Read pcap/pcapng captures (optionally gzip-compressed) and write one
     record per HTTP transaction.
 
@@ -101,12 +161,7 @@ def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_w
     from .bpf import BpfError
     from .pipeline import replay as run_replay
     from .records import RecordStage
-    from .sinks import RecordWriter
-
-    try:
-        writer = RecordWriter(output, fmt)
-    except OSError as e:
-        raise click.ClickException("cannot write %s: %s" % (output, e.strerror))
+    writer = _open_outputs(output, fmt, sink_opts)
     progress = _Progress() if sys.stderr.isatty() and not quiet else None
     try:
         res = run_replay(files, writer, RecordStage(raw_targets), progress=progress, bpf=bpf,
@@ -125,17 +180,18 @@ def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_w
         click.echo("sensor: error: " + e, err=True)
     if not quiet:
         click.echo(_summary(res, writer.count), err=True)
+        _sink_summary(writer)
     if res.errors:
         sys.exit(1)
 
 
 @main.command()
+@_output_options("drop")
 @click.option("-i", "--interface", "ifaces", multiple=True, required=True,
               help="Interface to capture on (repeat for several, e.g. both sides of a TAP).")
 @click.option("--bpf", default=None, help="Capture filter, libpcap syntax (e.g. 'tcp port 80').")
 @click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
               help="Processes sharing the traffic by flow hash (PACKET_FANOUT_HASH).")
-@click.option("-o", "--output", default="-", show_default=True, help="A file path, or - for stdout.")
 @click.option("--format", "fmt", type=click.Choice(["msgpack", "jsonl"]), default="msgpack", show_default=True)
 @click.option("--raw-targets", is_flag=True, help="Also record raw request-targets (query values leave the sensor).")
 @click.option("--snaplen", type=click.IntRange(64, 262144), default=262144, show_default=True)
@@ -157,7 +213,8 @@ def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_w
 @click.option("--vlan-key", is_flag=True, help="VLAN ids join the connection key too.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, no_promisc, duration,
-            count, user, stats_interval, memory_budget, idle_timeout, dedup_window, tunnel_key, vlan_key, quiet):
+            count, user, stats_interval, memory_budget, idle_timeout, dedup_window, tunnel_key, vlan_key, quiet,
+            sink_opts):
     """Capture live from network interfaces (SPAN/mirror ports, veth, tunnels)
     and write one record per HTTP transaction. Stops on Ctrl-C or SIGTERM,
     writing the transactions still open as partial records; SIGHUP reopens
@@ -170,8 +227,6 @@ def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, 
     """
     from .capture import CaptureSetupError, capture as run_capture
     from .records import RecordStage
-    from .sinks import RecordWriter
-
     codes = None
     if bpf:
         # compiled for each interface's own link type, checked before the kernel sees it
@@ -183,10 +238,7 @@ def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, 
                 BpfFilter(code)
         except (BpfError, ValueError, CaptureSetupError) as e:
             raise click.ClickException(str(e))
-    try:
-        writer = RecordWriter(output, fmt)
-    except OSError as e:
-        raise click.ClickException("cannot write %s: %s" % (output, e.strerror))
+    writer = _open_outputs(output, fmt, sink_opts)
     opts = {"workers": workers, "snaplen": snaplen, "ring_mb": ring_size, "promisc": not no_promisc,
             "bpf": codes, "stats_interval": stats_interval}
     try:
@@ -205,3 +257,35 @@ def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, 
         click.echo("  kernel: %d packets, %d dropped%s" % (
             res.kernel["packets"], res.kernel["drops"],
             "; %d workers" % len(res.workers) if res.workers else ""), err=True)
+        _sink_summary(writer)
+
+
+@main.command()
+@click.option("--listen", "listens", multiple=True, required=True,
+              help="Where to accept records (repeat for several): fluent://HOST:PORT[?shared_key=K] "
+                   "(Fluent Forward, acks), tcp://HOST:PORT or unix:///PATH (plain msgpack stream). "
+                   "Port 0 picks a free port (printed).")
+@click.option("-o", "--output", default="-", show_default=True, help="Where received records go: a file path, or -.")
+@click.option("--format", "fmt", type=click.Choice(["msgpack", "jsonl"]), default="msgpack", show_default=True)
+@click.option("--summary-interval", type=click.FloatRange(0.1, None), default=None,
+              help="Seconds between live per-endpoint summaries on stderr (default: 5 when it is a terminal).")
+@click.option("-q", "--quiet", is_flag=True, help="No final summary on stderr.")
+def collect(listens, output, fmt, summary_interval, quiet):
+    """Receive records from sensors (a reference collector): Fluent Forward
+    and plain msgpack streams in, a msgpack or JSON Lines file out, a
+    per-endpoint summary on stderr. Stops on Ctrl-C or SIGTERM.
+
+    \b
+    Examples:
+      sensor collect --listen fluent://127.0.0.1:24224 --format jsonl
+      sensor collect --listen tcp://0.0.0.0:5170 --listen unix:///run/sensor.sock -o records.msgpack
+    """
+    from .collect import CollectError, collect as run_collect
+
+    interval = summary_interval or (5.0 if sys.stderr.isatty() else None)
+    try:
+        run_collect(listens, output, fmt, interval, quiet)
+    except CollectError as e:
+        raise click.BadParameter(str(e), param_hint="'--listen'")
+    except OSError as e:
+        raise click.ClickException("cannot write %s: %s" % (output, e.strerror))

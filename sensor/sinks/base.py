@@ -12,6 +12,7 @@ class Transport:
     -o/--output value, `options` a dict of the CLI's sink options."""
 
     scheme = ""
+    acks = False        # send() returns only once the collector acknowledged the batch
 
     def __init__(self, url, options):
         self.url = url
