@@ -1,0 +1,504 @@
+"""Endpoint templates learned from the request paths the sensor sees.
+
+`RouteLearner.observe(host, path)` feeds one request path (percent-encoded,
+no query); `resolve(host, path)` answers a `Resolution`:
+
+- `route`: the template, e.g. "/users/{userId}/orders/{orderId}";
+- `masked`: the path to publish: the route's parameters as `{name}`, plus
+  any segment that by itself looks like a value (number, uuid, email, ...)
+  masked even where the route keeps it (a literal hint) or has not decided;
+- `confidence`: 0..1, how sure the template is;
+- `settled`: False while more observations could still change the route
+  (a literal slot whose position may yet turn out to hold values).
+
+Paths are split on "/"; empty segments are dropped, so "//a/b/" is "/a/b"
+in both route and masked path ("/" stays "/"). Segments are case-sensitive,
+hosts are not (hints name a host with or without its port).
+
+A segment is, on its own (see `segment_type`):
+- a value (integer, number, uuid, ulid, hex id, token, email, anything with
+  "@" or a percent escape, date, JWT, IBAN, long digit run): always a
+  parameter, whatever was seen before;
+- a kept literal (API version such as v1 or v2beta, a date right after the
+  root or a namespace such as "api", a known word such as me, self, search,
+  health, openapi.json): never folded into a parameter;
+- else a plain literal, which stays literal until its position proves to
+  hold values: more than `min_distinct` distinct plain literals under one
+  parent, at least `min_ratio` of the observations there being distinct,
+  and the siblings sharing a continuation (the same next segment, or ending
+  there). Under the root, a namespace or a version, positions hold
+  resource names (/api/users, /api/orders, ...) and fold only when they
+  exceed `max_distinct`, which bounds every position anyway.
+
+Memory is bounded: `max_distinct` plain literals a position, `max_nodes`
+nodes a host, `max_total_nodes` overall, `max_hosts` hosts (later hosts
+share one tree). A full tree folds a new plain literal into a parameter.
+"""
+import re
+from collections import namedtuple
+from functools import lru_cache
+
+Resolution = namedtuple("Resolution", "route masked confidence settled")
+
+# Segment kinds. DATED: a date or dotted number, which is an API version
+# right after the root or a namespace and a value elsewhere.
+PLAIN, KEEP, VALUE, DATED = range(4)
+# How a node's child position was decided.
+UNDECIDED, LEARNED, FORCED = range(3)
+
+NAMESPACES = frozenset(("api", "apis", "rest", "public", "internal", "private", "admin", "services"))
+KNOWN_LITERALS = NAMESPACES | frozenset((
+    "me", "self", "current", "mine", "search", "login", "logout", "signin", "signout", "signup",
+    "register", "auth", "oauth", "oauth2", "token", "refresh", "callback", "health", "healthz",
+    "livez", "readyz", "ping", "status", "metrics", "version", "info", "config", "settings",
+    "profile", "graphql", "batch", "bulk", "export", "import", "upload", "download", "new",
+    "edit", "count", "latest", "all", "default", ".well-known", "openapi.json", "openapi.yaml",
+    "swagger.json", "swagger.yaml", "favicon.ico", "robots.txt", "sitemap.xml", "index.html",
+))
+
+_VERSION = re.compile(r"v\d{1,3}(?:\.\d{1,3}){0,2}(?:[-_]?[a-z]+\d*)?\Z", re.I)
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T_]\d{2}:?\d{2}(?::?\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?\Z", re.I)
+_DOTTED = re.compile(r"\d{1,3}(?:\.\d{1,3}){1,2}\Z")
+_NUMBERISH = re.compile(r"[+(]?\d[\d\-._()+,]*\Z")     # ids, amounts, phones, cards, SSNs, IPs
+_UUID = re.compile(r"\{?[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\}?\Z", re.I)
+_ULID = re.compile(r"[0-7][0-9a-hjkmnp-tv-z]{25}\Z", re.I)
+_JWT = re.compile(r"eyJ[\w-]{2,}\.[\w-]{2,}\.[\w-]*\Z", re.A)
+_IBAN = re.compile(r"[a-z]{2}\d{2}[a-z0-9]{11,30}\Z", re.I)
+_EMAIL = re.compile(r"[^@]+@[^@]+\.[^@]+\Z")
+_DIGIT_RUN = re.compile(r"\d{5}")
+_HEX = re.compile(r"(?=[a-f]*\d)[0-9a-f]{8,}\Z", re.I)
+_WORD = re.compile(r"(?:[a-z]+\d{0,2}|\d{1,4})?\Z", re.I)   # "orders", "oauth2", "2024", ""
+_SEPARATORS = re.compile(r"[-_.~+=,:]")
+
+_CLASSES = {}           # segment -> (kind, value type); bounded, shared by all learners
+_CLASSES_MAX = 65536
+
+
+def segment_type(seg):
+    """The value type of a path segment on its own ("integer", "uuid",
+    "email", "token", ...), or None for a literal."""
+    return _classify(seg)[1]
+
+
+def _classify(seg):
+    got = _CLASSES.get(seg)
+    if got is None:
+        if len(_CLASSES) >= _CLASSES_MAX:
+            _CLASSES.clear()
+        got = _CLASSES[seg] = _classify_fresh(seg)
+    return got
+
+
+def _classify_fresh(seg):
+    if seg.isdigit():
+        return VALUE, "integer"
+    if seg.lower() in KNOWN_LITERALS or _VERSION.match(seg):
+        return KEEP, None
+    if "@" in seg:
+        return VALUE, "email" if _EMAIL.match(seg) else "at"
+    if "%" in seg:
+        return VALUE, "encoded"
+    if _DATE.match(seg):
+        return DATED, "date"
+    if _DOTTED.match(seg):
+        return DATED, "number"
+    if _NUMBERISH.match(seg):
+        return VALUE, "integer" if seg.isdigit() else "number"
+    for pattern, name in ((_UUID, "uuid"), (_JWT, "jwt"), (_ULID, "ulid"), (_IBAN, "iban")):
+        if pattern.match(seg):
+            return VALUE, name
+    if _DIGIT_RUN.search(seg):
+        return VALUE, "digits"
+    random = _random_type(seg)
+    return (VALUE, random) if random else (PLAIN, None)
+
+
+def _random_type(seg):
+    """"hex" or "token" when a segment (or a part of it between separators)
+    looks machine-made rather than made of words."""
+    parts = _SEPARATORS.split(seg)
+    for part in parts:
+        if _HEX.match(part):
+            return "hex"
+        if len(part) >= 16:
+            if part.isalpha():
+                upper = sum(c.isupper() for c in part)
+                if len(part) // 4 <= upper <= len(part) * 3 // 4:      # base64 case mix, not camelCase
+                    return "token"
+            elif not _WORD.match(part):
+                return "token"
+    if len(seg) >= 16 and any(c.isdigit() for c in seg) and not all(_WORD.match(p) for p in parts):
+        return "token"
+    return None
+
+
+def _kind(seg, i, prev):
+    """The segment's kind at position i, after segment `prev`."""
+    kind = _classify(seg)[0]
+    if kind == DATED:
+        return KEEP if i == 0 or prev.lower() in NAMESPACES else VALUE
+    return kind
+
+
+@lru_cache(maxsize=4096)
+def _param_name(parent, parent_kind):
+    """userId after "users", categoryId after "categories", else id."""
+    if parent is None or parent_kind != PLAIN:
+        return "id"
+    words = [w for w in re.split(r"[^A-Za-z0-9]+", parent) if w]
+    if not words or not words[0][0].isalpha():
+        return "id"
+    last = words[-1].lower()
+    if last.endswith("ies") and len(last) > 3:
+        last = last[:-3] + "y"
+    elif last.endswith(("sses", "xes", "ches", "shes", "uses")):
+        last = last[:-2]
+    elif last.endswith("s") and not last.endswith("ss") and len(last) > 1:
+        last = last[:-1]
+    words[-1] = last
+    return words[0].lower() + "".join(w.capitalize() for w in words[1:]) + "Id"
+
+
+class _Node:
+    __slots__ = ("children", "param", "count", "ends", "literal_obs", "pinned", "namespace",
+                 "variable", "name", "distinct", "seen")
+
+    def __init__(self, pinned=False, namespace=False):
+        self.children = {}      # plain or kept literal segment -> _Node
+        self.param = None       # the _Node of the values at this child position
+        self.count = 0          # observations that reached this node
+        self.ends = 0           # ... and ended here
+        self.literal_obs = 0    # observations that went on to a plain literal child
+        self.pinned = pinned    # a kept literal or hinted: never folded
+        self.namespace = namespace  # root, namespace or version: children are resource names
+        self.variable = UNDECIDED
+        self.name = None        # parameter name forced by a hint
+        self.distinct = 0       # distinct plain values seen at a LEARNED position (for confidence)
+        self.seen = None        # their hashes until `distinct` is conclusive
+
+
+class _Tree:
+    __slots__ = ("root", "nodes", "cache")
+
+    def __init__(self):
+        self.root = _Node(pinned=True, namespace=True)
+        self.nodes = 1
+        self.cache = {}         # path -> Resolution; cleared whenever the tree changes
+
+
+Hint = namedtuple("Hint", "host literal segments")    # segments: literals and "{name}"
+
+_HINT_NAME = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}\Z")
+
+
+def parse_hints(text, source="<hints>"):
+    """Hints, one a line, "#" starts a comment:
+        /post/{postId}                 that position holds values named postId
+        =/users/me                     a literal path: never folded
+        api.example.com /v1/items/{itemId}   only for that host
+    A line without "{...}" pins its literal path like "=". There are no
+    wildcards: a {name} segment matches any value. ValueError names the
+    line of a malformed or conflicting hint."""
+    hints, names = [], {}
+    for lineno, line in enumerate(text.splitlines(), 1):
+        line = line.partition("#")[0].strip()
+        if not line:
+            continue
+        where = f"{source}:{lineno}"
+        words = line.split()
+        if len(words) > 2:
+            raise ValueError(f"{where}: expected '[host] /path', got {line!r}")
+        host, pattern = (words[0].lower(), words[1]) if len(words) == 2 else (None, words[0])
+        literal = pattern.startswith("=")
+        if literal:
+            pattern = pattern[1:]
+        if not pattern.startswith("/"):
+            raise ValueError(f"{where}: a path must start with '/': {pattern!r}")
+        segments = tuple(s for s in pattern.split("/") if s)
+        for depth, seg in enumerate(segments):
+            if "{" in seg or "}" in seg or "*" in seg:
+                match = _HINT_NAME.match(seg)
+                if literal or not match:
+                    raise ValueError(f"{where}: {seg!r}: a parameter is '{{name}}' (letters, digits, _), "
+                                     "not allowed after '='; there are no wildcards")
+                key = (host, tuple("{}" if s.startswith("{") else s for s in segments[:depth]))
+                if names.setdefault(key, match.group(1)) != match.group(1):
+                    raise ValueError(f"{where}: {seg!r} names a position already named "
+                                     f"{{{names[key]}}}")
+        hints.append(Hint(host, literal, segments))
+    return hints
+
+
+def load_hints(path):
+    with open(path, encoding="utf-8") as f:
+        return parse_hints(f.read(), str(path))
+
+
+def _host_without_port(host):
+    if host.startswith("["):
+        return host[:host.find("]") + 1]
+    name, colon, port = host.rpartition(":")
+    return name if colon and port.isdigit() and ":" not in name else host
+
+
+class RouteLearner:
+    def __init__(self, hints=None, min_distinct=10, min_ratio=0.5, max_distinct=64, settle_count=10,
+                 max_nodes=10000, max_total_nodes=200000, max_hosts=1024, max_depth=64, cache_size=8192):
+        self.hints = list(hints or ())
+        self.min_distinct = min_distinct
+        self.min_ratio = min_ratio
+        self.max_distinct = max_distinct
+        self.settle_count = settle_count
+        self.max_nodes = max_nodes
+        self.max_total_nodes = max_total_nodes
+        self.max_hosts = max_hosts
+        self.max_depth = max_depth
+        self.cache_size = cache_size
+        self.trees = {}             # lowercased host -> _Tree
+        self.overflow = None        # the tree shared by hosts beyond max_hosts
+        self.total_nodes = 0
+
+    # -- public
+
+    def observe(self, host, path):
+        tree = self._tree(host)
+        node = tree.root
+        node.count += 1
+        prev, depth = "", 0
+        for seg in path.split("/"):
+            if not seg:
+                continue
+            if depth == self.max_depth:
+                break
+            kind = _kind(seg, depth, prev)
+            depth += 1
+            prev = seg
+            child = node.children.get(seg)
+            if child is None:
+                if kind == VALUE or (kind == KEEP and node.variable == FORCED):     # the hint wins
+                    child = node.param or self._new_param(tree, node)
+                else:
+                    child = self._new_literal(tree, node, seg, kind == KEEP)
+                if child is None:       # the tree is full
+                    return
+            elif not child.pinned:
+                node.literal_obs += 1
+                if child.count < self.settle_count:
+                    tree.cache.clear()  # its confidence and settledness follow its count
+            child.count += 1
+            node = child
+        node.ends += 1
+
+    def resolve(self, host, path):
+        tree = self._tree(host)
+        cache = tree.cache
+        got = cache.get(path)
+        if got is None:
+            got = self._resolve(tree, path)
+            if len(cache) >= self.cache_size:
+                cache.clear()       # cheaper than evicting one by one (deleted slots slow iteration)
+            cache[path] = got
+        return got
+
+    def node_count(self, host=None):
+        """Nodes of one host's tree, or of all trees."""
+        return self.total_nodes if host is None else self._tree(host).nodes
+
+    # -- learning
+
+    def _tree(self, host):
+        tree = self.trees.get(host)
+        if tree is None:
+            key = host.lower()
+            tree = self.trees.get(key)
+            if tree is None:
+                if len(self.trees) < self.max_hosts:
+                    tree = self.trees[key] = self._planted(_host_without_port(key), key)
+                else:
+                    if self.overflow is None:
+                        self.overflow = self._planted()
+                    tree = self.overflow
+        return tree
+
+    def _planted(self, *hosts):
+        """A new tree with the hints that apply to these hosts."""
+        tree = _Tree()
+        self.total_nodes += 1
+        for hint in self.hints:
+            if hint.host is not None and hint.host not in hosts:
+                continue
+            node = tree.root
+            for seg in hint.segments:
+                if seg.startswith("{"):
+                    node.variable, node.name = FORCED, seg[1:-1]
+                    node = node.param or self._add(tree, node, None, False)
+                else:
+                    node = node.children.get(seg) or self._add(tree, node, seg, True)
+                    node.pinned = True
+        return tree
+
+    def _add(self, tree, parent, seg, pinned):
+        """A new child node: under `seg`, or the parameter node when seg is None."""
+        node = _Node(pinned, pinned and (seg.lower() in NAMESPACES or bool(_VERSION.match(seg))
+                                         or _DATE.match(seg) is not None or _DOTTED.match(seg) is not None))
+        if seg is None:
+            parent.param = node
+        else:
+            parent.children[seg] = node
+        tree.nodes += 1
+        self.total_nodes += 1
+        tree.cache.clear()
+        return node
+
+    def _full(self, tree):
+        return tree.nodes >= self.max_nodes or self.total_nodes >= self.max_total_nodes
+
+    def _new_param(self, tree, node):
+        return None if self._full(tree) else self._add(tree, node, None, False)
+
+    def _new_literal(self, tree, node, seg, keep):
+        """The node a new literal segment goes to: a new child, or the
+        parameter node when its position holds values (or now does)."""
+        if keep:
+            return None if self._full(tree) else self._add(tree, node, seg, True)
+        node.literal_obs += 1
+        if node.variable:
+            self._note_value(tree, node, seg)
+            return node.param or self._new_param(tree, node)
+        if self._full(tree):
+            self._collapse(tree, node)
+            return node.param
+        child = self._add(tree, node, seg, False)
+        if self._holds_values(node):
+            self._collapse(tree, node)
+            return node.param
+        return child
+
+    def _holds_values(self, node):
+        plain = [c for c in node.children.values() if not c.pinned]
+        if len(plain) > self.max_distinct:
+            return True
+        if node.namespace or len(plain) <= self.min_distinct or len(plain) < self.min_ratio * node.literal_obs:
+            return False
+        votes, voters = {}, 0
+        for child in plain:
+            nexts = set(child.children)
+            if child.param:
+                nexts.add("{}")
+            if child.ends:
+                nexts.add("")
+            voters += bool(nexts)
+            for key in nexts:
+                votes[key] = votes.get(key, 0) + 1
+        return max(votes.values(), default=0) * 2 >= voters
+
+    def _collapse(self, tree, node):
+        """Folds the plain literal children of `node` into its parameter node."""
+        folded = [seg for seg, c in node.children.items() if not c.pinned]
+        target = node.param
+        for seg in folded:
+            child = node.children.pop(seg)
+            if target is None:
+                target = node.param = child     # reused: no new node
+            else:
+                self._merge(tree, target, child)
+        if node.variable == UNDECIDED:
+            node.variable = LEARNED
+            node.distinct = len(folded)
+            if node.distinct < 2 * self.min_distinct:
+                node.seen = {hash(seg) for seg in folded}
+        tree.cache.clear()
+        if target is not None:
+            self._recheck(tree, target)
+
+    def _merge(self, tree, into, node):
+        into.count += node.count
+        into.ends += node.ends
+        into.literal_obs += node.literal_obs
+        into.pinned |= node.pinned
+        if node.variable > into.variable:
+            into.variable, into.name, into.distinct, into.seen = node.variable, node.name, node.distinct, node.seen
+        for seg, child in node.children.items():
+            same = into.children.get(seg)
+            if same is None:
+                into.children[seg] = child
+            else:
+                self._merge(tree, same, child)
+        if node.param is not None:
+            if into.param is None:
+                into.param = node.param
+            else:
+                self._merge(tree, into.param, node.param)
+        tree.nodes -= 1
+        self.total_nodes -= 1
+
+    def _recheck(self, tree, node):
+        """After a merge: positions below may now hold values too."""
+        for child in list(node.children.values()):
+            self._recheck(tree, child)
+        if node.param is not None:
+            self._recheck(tree, node.param)
+        if any(not c.pinned for c in node.children.values()) and (node.variable or self._holds_values(node)):
+            self._collapse(tree, node)
+
+    def _note_value(self, tree, node, seg):
+        if node.seen is not None:
+            h = hash(seg)
+            if h not in node.seen:
+                node.seen.add(h)
+                node.distinct += 1
+                if node.distinct >= 2 * self.min_distinct:
+                    node.seen = None
+                tree.cache.clear()
+
+    # -- answering
+
+    def _resolve(self, tree, path):
+        node = tree.root
+        route, masked, used = [], [], set()
+        confidence, settled = 1.0, True
+        prev, prev_kind, depth = None, None, 0
+        full = self._full(tree)
+
+        def name_for(at):
+            base = at.name if at is not None and at.variable == FORCED else _param_name(prev, prev_kind)
+            name, n = base, 2
+            while name in used:
+                name, n = f"{base}{n}", n + 1
+            used.add(name)
+            return "{" + name + "}"
+
+        for seg in path.split("/"):
+            if not seg:
+                continue
+            kind = _kind(seg, depth, prev or "")
+            child = node.children.get(seg) if node is not None else None
+            forced = node is not None and node.variable == FORCED
+            if child is not None or (kind == KEEP and not forced):
+                # a literal: learned, hinted or kept
+                if child is not None and not child.pinned and child.count < self.settle_count:
+                    confidence = min(confidence, child.count / self.settle_count)
+                    settled = settled and node.namespace    # resource names fold only at max_distinct
+                route.append(seg)
+                masked.append(name_for(None) if kind == VALUE else seg)
+                node = child
+            elif kind == VALUE or (node is not None and node.variable) or full or depth >= self.max_depth:
+                if kind != VALUE and node is not None and node.variable == LEARNED:
+                    confidence = min(confidence, node.distinct / (2 * self.min_distinct))
+                elif kind != VALUE and node is None:
+                    confidence = min(confidence, 0.5)       # folded because the tree is full
+                param = name_for(node)
+                route.append(param)
+                masked.append(param)
+                node = node.param if node is not None else None
+                kind = None     # a parameter names none after it
+            else:
+                # a plain literal never observed here
+                settled = False
+                confidence = 0.0
+                route.append(seg)
+                masked.append(seg)
+                node = None
+            prev, prev_kind = seg, kind
+            depth += 1
+        return Resolution("/" + "/".join(route), "/" + "/".join(masked), min(confidence, 1.0), settled)
