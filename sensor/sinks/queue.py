@@ -40,7 +40,7 @@ class DeliveryQueue:
         self.retries, self.backoff, self.max_backoff = retries, backoff, max_backoff
         self.counters = dict.fromkeys(COUNTERS, 0)
         self.count = 0              # records handed to this output
-        self.last_error = None
+        self.last_error = None      # the transport's, for the summary
         self._q = deque()
         self._qbytes = 0
         self._cond = threading.Condition()
@@ -239,7 +239,6 @@ class DeliveryQueue:
             self.counters["spooled"] += len(batch)
         else:
             self.counters["dropped"] += len(batch)
-            self.last_error = self.spool.error
 
     def summary(self):
         c = self.counters
@@ -248,6 +247,8 @@ class DeliveryQueue:
             line += "; %d records left in the spool %s" % (self.spool.records, self.spool.dir)
         if self.spool.corrupt:
             line += "; %d damaged spool entries skipped" % self.spool.corrupt
+        if self.spool.error:
+            line += "; %s" % self.spool.error
         if self.last_error and (c["dropped"] or self.spool.records or c["retried"]):
             line += "; last error: %s" % self.last_error
         return line

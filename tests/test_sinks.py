@@ -1,0 +1,200 @@
+"""Outputs, the delivery queue and the spool against real collectors and real
+faults: a collector stopped and restarted mid-stream, nobody listening, a
+full spool, a full disk, a collector that stops reading."""
+import os
+import socket
+import subprocess
+import time
+
+import msgpack
+import pytest
+
+from sensor.sinks import open_outputs
+from sensor.sinks.spool import Spool
+from test_collect import SAMPLE, Collect, record
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def write(out, first, n, per_call=500):
+    """Hands records first..first+n-1 to the writer in calls of per_call, as the engine does."""
+    for i in range(first, first + n, per_call):
+        k = min(per_call, first + n - i)
+        out.write_encoded(b"".join(record(j) for j in range(i, i + k)), k)
+
+
+def read_all(path):
+    with open(path, "rb") as f:
+        return list(msgpack.Unpacker(f, raw=False))
+
+
+def test_file_rotation_by_size(tmp_path):
+    path = tmp_path / "records.msgpack"
+    out = open_outputs([str(path)], rotate_bytes=20_000)
+    write(out, 0, 3000, per_call=100)
+    out.close()
+    files = sorted(os.listdir(tmp_path))
+    assert not [f for f in files if f.endswith(".part")] and str(path.name) not in files
+    assert len(files) > 5 and all(f.startswith("records-") and f.endswith("Z.msgpack") for f in files)
+    seqs = [r["seq"] for f in files for r in read_all(tmp_path / f)]
+    assert sorted(seqs) == list(range(3000))        # every record in exactly one file
+
+
+def test_jsonl_and_msgpack_outputs_at_once(tmp_path):
+    out = open_outputs(["jsonl:" + str(tmp_path / "a.jsonl"), "file:" + str(tmp_path / "b.msgpack")])
+    write(out, 0, 10)
+    out.close()
+    assert out.count == 10
+    assert len((tmp_path / "a.jsonl").read_text().splitlines()) == 10
+    assert [r["seq"] for r in read_all(tmp_path / "b.msgpack")] == list(range(10))
+
+
+@pytest.mark.parametrize("scheme", ["tcp", "unix"])
+def test_collector_restarted_mid_stream_loses_nothing(tmp_path, scheme):
+    listen = "tcp://127.0.0.1:%d" % free_port() if scheme == "tcp" else "unix://%s" % (tmp_path / "c.sock")
+    first = Collect(listen, tmp_path / "first.msgpack")
+    out = open_outputs([first.addr], spool_dir=str(tmp_path / "spool"))
+    q = out.sinks[0]
+    write(out, 0, 20_000)
+    time.sleep(0.3)
+    first.stop()                        # the collector goes away mid-stream ...
+    write(out, 20_000, 20_000)
+    time.sleep(0.5)
+    write(out, 40_000, 10_000)
+    second = Collect(listen, tmp_path / "second.msgpack")      # ... and comes back
+    write(out, 50_000, 10_000)
+    out.close()
+    second.stop()
+    seqs = [r["seq"] for r in first.records() + second.records()]
+    assert len(seqs) == 60_000 and sorted(seqs) == list(range(60_000))     # all there, none twice
+    c = q.counters
+    assert c["enqueued"] == c["sent"] == 60_000 and c["spooled"] > 0 and c["dropped"] == 0
+    assert q.spool.records == 0 and not [f for f in os.listdir(q.spool.dir) if f.endswith(".seg")]
+
+
+def test_spool_is_sent_first_on_next_start(tmp_path):
+    port = free_port()
+    spool = str(tmp_path / "spool")
+    t0 = time.monotonic()
+    r = subprocess.run(["sensor", "replay", SAMPLE, "-o", "tcp://127.0.0.1:%d" % port, "--spool-dir", spool,
+                        "--drain-timeout", "0.5"], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and "Traceback" not in r.stderr
+    assert time.monotonic() - t0 < 10
+    assert "12 enqueued, 0 sent, 0 acked, 0 retried, 12 spooled, 0 dropped; 12 records left in the spool" in r.stderr
+    assert "Connection refused" in r.stderr
+    c = Collect("tcp://127.0.0.1:%d" % port, tmp_path / "out.msgpack")
+    r = subprocess.run(["sensor", "replay", SAMPLE, "--raw-targets", "-o", c.addr, "--spool-dir", spool],
+                       capture_output=True, text=True, timeout=60)
+    assert "12 enqueued, 24 sent" in r.stderr
+    c.stop()
+    recs = c.records()
+    assert len(recs) == 24
+    assert not any("url.target" in x for x in recs[:12]) and all("url.target" in x for x in recs[12:])
+
+
+def test_spool_cap_counts_drops(tmp_path):
+    out = open_outputs(["tcp://127.0.0.1:%d" % free_port()], spool_dir=str(tmp_path), spool_max=1 << 20,
+                       drain_timeout=0.2)
+    big = b"x" * 2000
+    t0 = time.monotonic()
+    write_big = [msgpack.packb({"seq": i, "pad": big}) for i in range(2000)]       # ~4 MB
+    for i in range(0, 2000, 100):
+        out.write_encoded(b"".join(write_big[i:i + 100]), 100)
+    out.close()
+    c = out.sinks[0].counters
+    assert time.monotonic() - t0 < 10
+    assert c["spooled"] + c["dropped"] == c["enqueued"] == 2000
+    assert 0 < c["spooled"] < 600 and c["dropped"] > 1400
+    assert "spool full (1 MiB cap)" in out.summaries()[0]
+
+
+def test_spool_on_a_full_disk(tmp_path):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(disk)],
+                      capture_output=True).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        r = subprocess.run(["sensor", "replay", SAMPLE, "-o", "tcp://127.0.0.1:%d" % free_port(), "--spool-dir", str(disk),
+                            "--drain-timeout", "0.2"], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0 and "Traceback" not in r.stderr
+        assert "12 spooled" in r.stderr
+        out = open_outputs(["tcp://127.0.0.1:%d" % free_port()], spool_dir=str(disk), drain_timeout=0.2)
+        out.write_encoded(b"".join(msgpack.packb({"seq": i, "pad": b"x" * 1000}) for i in range(400)), 400)
+        out.close()
+        c = out.sinks[0].counters
+        assert c["dropped"] > 0 and c["spooled"] + c["dropped"] == 400
+        assert "spool write failed: No space left on device" in out.summaries()[0]
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+def test_drop_policy_never_blocks(tmp_path):
+    stuck = socket.socket()             # accepts connections, never reads
+    stuck.bind(("127.0.0.1", 0))
+    stuck.listen()
+    out = open_outputs(["tcp://127.0.0.1:%d" % stuck.getsockname()[1]], policy="drop", queue_size=2000,
+                       spool_dir=str(tmp_path), drain_timeout=0.5)
+    t0 = time.monotonic()
+    write(out, 0, 100_000)
+    took = time.monotonic() - t0
+    out.close()
+    stuck.close()
+    c = out.sinks[0].counters
+    assert took < 5
+    refused = 100_000 - c["enqueued"]           # dropped at the full queue
+    assert refused > 50_000
+    assert c["sent"] + c["spooled"] + c["dropped"] - refused == c["enqueued"]   # every accepted record accounted for
+
+
+def test_spool_survives_a_torn_tail(tmp_path):
+    sp = Spool(str(tmp_path), 1 << 20)
+    for k in range(3):
+        assert sp.append([record(10 * k + j) for j in range(5)])
+    sp.close()
+    seg = [f for f in os.listdir(tmp_path) if f.endswith(".seg")][0]
+    with open(tmp_path / seg, "ab") as f:
+        f.write(b"SPL1\x05\x00\x00\x00\xff\xff")    # a crash in the middle of the next entry
+    sp = Spool(str(tmp_path), 1 << 20)
+    assert sp.records == 15
+    assert sp.append([record(99)])              # a new process appends to a new segment
+    got = []
+    while sp.pending:
+        got.append([msgpack.unpackb(r)["seq"] for r in sp.peek()])
+        sp.pop()
+    assert got == [[0, 1, 2, 3, 4], [10, 11, 12, 13, 14], [20, 21, 22, 23, 24], [99]]
+    assert sp.corrupt == 1
+    sp.close()
+
+
+def test_spool_resumes_after_the_last_delivered_batch(tmp_path):
+    sp = Spool(str(tmp_path), 1 << 20)
+    for k in range(3):
+        sp.append([record(k)])
+    sp.peek()
+    sp.pop()
+    sp.close()
+    sp = Spool(str(tmp_path), 1 << 20)
+    assert [msgpack.unpackb(sp.peek()[0])["seq"]] == [1] and sp.records == 2
+    with pytest.raises(Exception, match="in use by another sensor"):
+        Spool(str(tmp_path), 1 << 20)
+    sp.close()
+
+
+@pytest.mark.parametrize("value, message", [
+    ("foo://x", "unknown output scheme 'foo'"),
+    ("tcp://127.0.0.1", "host and port needed"),
+    ("tcp://127.0.0.1:99999", "Port out of range"),
+    ("unix://", "no socket path"),
+    ("jsonl:", "no path"),
+])
+def test_bad_output_is_a_one_line_error(value, message):
+    r = subprocess.run(["sensor", "replay", SAMPLE, "-o", value], capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
+    assert r.stderr.strip().splitlines()[-1].startswith("Error: Invalid value for '-o' / '--output'")
