@@ -420,6 +420,72 @@ def asgi_app(api):
     return app
 
 
+# -- gRPC: protobuf messages written by hand (no generated code), field numbers as in a .proto
+
+def pb_varint(n):
+    out = bytearray()
+    while True:
+        out.append(n & 0x7F | (0x80 if n > 0x7F else 0))
+        n >>= 7
+        if not n:
+            return bytes(out)
+
+
+def pb_message(fields):
+    """Encode [(number, int | str | bytes | list of fields)]: int as varint, the rest length-delimited."""
+    out = b""
+    for number, value in fields:
+        if isinstance(value, int):
+            out += pb_varint(number << 3) + pb_varint(value)
+            continue
+        raw = value.encode() if isinstance(value, str) else pb_message(value) if isinstance(value, list) else value
+        out += pb_varint(number << 3 | 2) + pb_varint(len(raw)) + raw
+    return out
+
+
+def _pb_read_varint(buf, i):
+    value = shift = 0
+    while True:
+        value |= (buf[i] & 0x7F) << shift
+        i += 1
+        if buf[i - 1] < 0x80:
+            return value, i
+        shift += 7
+
+
+GRPC_SERVICE = "shop.v1.Customers"
+
+
+def grpc_reply(data, method, request):
+    """GetCustomer: request {1: id}; reply {1: id, 2: name, 3: email, 4: phone,
+    5: {1: city, 2: country}}. UpdateContact: request {1: id, 2: email,
+    3: phone}; reply {1: ok}."""
+    if method == "UpdateContact":
+        return Reply(200, pb_message([(1, 1)]), ctype="application/grpc")
+    assert request[0] == 1 << 3, "field 1 (varint) first"
+    u = data["users"][str(_pb_read_varint(request, 1)[0])]
+    return Reply(200, pb_message([(1, u["id"]), (2, u["name"]), (3, u["email"]), (4, u["phone"]),
+                                  (5, [(1, u["city"]), (2, "DE")])]), ctype="application/grpc",
+                 findings=body_labels("response.body", ("email", "3"), ("phone", "4")))
+
+
+def grpc_server(data):
+    """(server, port) of the Customers service on loopback."""
+    from concurrent import futures
+
+    import grpc
+
+    def method(name):
+        return grpc.unary_unary_rpc_method_handler(lambda req, ctx: grpc_reply(data, name, req).body)
+    handler = grpc.method_handlers_generic_handler(GRPC_SERVICE, {m: method(m) for m in ("GetCustomer",
+                                                                                       "UpdateContact")})
+    server = grpc.server(futures.ThreadPoolExecutor(2))
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    server.start()
+    return server, port
+
+
 async def serve(api, h1_port, h2_port):
     from aiohttp import web
     from hypercorn.asyncio import serve as hypercorn_serve

@@ -10,7 +10,7 @@ import json
 from typing import NamedTuple
 from urllib.parse import quote, urlencode
 
-from enrich_app import Api
+from enrich_app import GRPC_SERVICE, Api, pb_message
 
 
 class Call(NamedTuple):
@@ -49,9 +49,16 @@ SHAPES = {
     ("POST", "/api/v1/payments"): {"request": ("json", {
         "amount": "float", "currency": "string", "card.number": "string", "card.brand": "string",
         "billing.iban": "string", "billing.email": "string:email", "orderRef": "string"})},
-    ("POST", "/api/v1/uploads"): {"request": ("multipart", {"title": None, "owner": None, "file": None})},
+    ("POST", "/api/v1/uploads"): {"request": ("multipart", {"title": "string", "owner": "string:email",
+                                                            "file": "file:image/png"})},
     ("POST", "/soap"): {"response": ("xml", {"Envelope.Body.GetCustomerResponse.Customer.email": None})},
     ("POST", "/rpc"): {"request": ("json", {"jsonrpc": "string", "method": "string"})},
+    ("POST", "/graphql"): {"request": ("graphql", {})},
+    ("POST", "/%s/GetCustomer" % GRPC_SERVICE): {
+        "request": ("protobuf", {"1": "varint"}),
+        "response": ("protobuf", {"1": "varint", "2": "string", "3": "string:email", "5": "message", "5.1": "string"})},
+    ("POST", "/%s/UpdateContact" % GRPC_SERVICE): {
+        "request": ("protobuf", {"1": "varint", "2": "string:email", "3": "string"})},
 }
 
 
@@ -126,7 +133,7 @@ def corpus_calls(fake, data):
     calls.append(Call("POST", "/graphql", (("Content-Type", "application/json"),
                                            ("Authorization", "Bearer " + fake.opaque())),
                       json.dumps(gql).encode(),
-                      hdr("request.body", ("email", "variables.input.email"), ("password", "variables.input.password"))
+                      hdr("request.body", ("email", "$input.email"), ("password", "$input.password"))
                       | hdr("request.header", ("bearer_token", "authorization")), opaque,
                       {"kind": "graphql", "type": "mutation", "name": "UpdateEmail"}))
 
@@ -178,4 +185,18 @@ def corpus_calls(fake, data):
                       hdr("request.body", ("aws_access_key", "accessKeyId"), ("aws_secret_key", "secretAccessKey"),
                           ("private_key", "sshPrivateKey")) | hdr("request.header", ("bearer_token", "authorization")),
                       opaque))
+    return calls
+
+
+def grpc_calls(fake):
+    """Unary calls to the Customers service, each with a bearer JWT in its metadata."""
+    calls = []
+    for method, request, labels in [
+            ("GetCustomer", pb_message([(1, 1001)]), frozenset()),
+            ("GetCustomer", pb_message([(1, 1003)]), frozenset()),
+            ("UpdateContact", pb_message([(1, 1002), (2, fake.email()), (3, fake.phone_e164())]),
+             hdr("request.body", ("email", "2"), ("phone", "3")))]:
+        claims = dict(CLAIMS, email=fake.email(), name=fake.name())
+        calls.append(Call("POST", "/%s/%s" % (GRPC_SERVICE, method), (("authorization", "Bearer " + fake.jwt(claims)),),
+                          request, labels | hdr("request.header", ("jwt", "authorization")), jwt_auth("HS256", claims)))
     return calls
