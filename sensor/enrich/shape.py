@@ -1,0 +1,833 @@
+"""Payload shape of a captured body: key paths and their types, never a value.
+
+`body_shape(data, ctype, truncated=False)` reads a body (a bounded prefix,
+content coding already removed) by its Content-Type and returns a Shape, or
+None when the media type is not one read here or the body is empty. It never
+raises: garbage gives a Shape of that kind with no fields.
+
+`Shape.to_record()`, the value of `sensor.shape.request` / `.response`:
+
+| key | type | meaning |
+|---|---|---|
+| `kind` | str | `json`, `form`, `multipart`, `xml`, `graphql`, `protobuf`, `text` |
+| `fields` | map | key path -> type, sorted by path; several types seen at one path are joined sorted with `\\|` |
+| `fingerprint` | str | 16 hex chars, blake2b-64 of the kind and the sorted (path, type) pairs: the same for the same shape whatever the key order, values and array lengths |
+| `truncated` | bool | only when true: the body was a prefix, the shape is that of what parsed |
+| `limits` | list[str] | only when a limit was hit: `depth` (nesting past max_depth not read), `paths` (distinct key paths past max_paths dropped), `items` (array elements past max_items not read), `dtd` (an XML body declared a DTD: not read, no XXE, no entity expansion) |
+| `compressed` | bool | only when true: a gRPC message had its compressed flag set (not read) |
+
+Key paths:
+- JSON: `user.address.city`; array elements `items[]`, `items[].id` (an
+  array's shape is the union of its elements'); a top-level array `[]`,
+  `[].id`. NDJSON lines are the elements of a top-level array.
+- Objects whose keys are values (ids, uuids, emails, dates, numbers: a key
+  with a value format, a long digit run, or not shaped like a name) are maps:
+  such keys become `{key}` (all of an object's keys when half of them are).
+- Form and multipart: field names, `user[name]` read as `user.name`, `tags[]`
+  and `items[0]` as arrays.
+- XML: element paths from the root `Envelope.Body.GetUser.id`, attributes
+  `order.@currency`.
+- GraphQL: the top-level fields of the operation (type: the operation type,
+  no arguments), and the request's variables under `$`: `$input.email`.
+- Protobuf (schemaless wire format): field numbers, `1`, `2.1`, and `3[]`
+  for a number repeated in one message.
+Key names are cut at 64 characters.
+
+Types: `object`, `array`, `string`, `integer`, `number`, `boolean`, `null`;
+strings refined by their format (`string:email`, `string:uuid`,
+`string:date-time`, ... from classify.value_format); XML elements with
+children `object`, empty ones `empty`; multipart files `file:<media type>`;
+protobuf `varint`, `fixed64`, `fixed32`, `string`, `bytes`, `message` (a
+length-delimited field that parses whole as a message and is not text).
+
+`Shape.findings`: (class, key path, count) of the sensitive classes of leaf
+values (classify.value_classes), map keys included. `Shape.operation`: the
+identity of an RPC tunnelled in a request body, names only:
+`{"kind": "graphql", "type": "query"|"mutation"|"subscription"|None, "name": str|None}`
+(type None: an Apollo persisted query sent without its document),
+`{"kind": "jsonrpc", "method": str}` (a batch: `"method": [str, ...]`),
+`{"kind": "soap", "operation": <first element inside Body>}`.
+"""
+import json
+import re
+from hashlib import blake2b
+from urllib.parse import parse_qsl
+from xml.parsers import expat
+
+from .classify import value_classes, value_format
+
+MAX_DEPTH = 16
+MAX_PATHS = 512
+MAX_ITEMS = 256
+_MAX_NAME = 64          # key names are cut here
+_MAX_METHODS = 64       # methods listed for a JSON-RPC batch
+_MAX_TEXT = 4096        # a longer text/plain body is not classified
+
+# a key shaped like a name: letters first (JSON-LD "@id" and "$set" too)
+_NAME = re.compile(r"(?:[^\W\d]|[$@])[\w.\-:@$]*\Z")
+_DIGIT_RUN = re.compile(r"\d{5}")
+_RPC_NAME = re.compile(r"[A-Za-z_$@][\w.\-:/@$]{0,127}\Z")
+_GRAPHQL_NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*\Z")
+_MEDIA = re.compile(r"[a-z0-9][\w!#$&^.+-]{0,63}/[a-z0-9][\w!#$&^.+-]{0,63}\Z")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+_value_key_cache = {}
+_VALUE_KEY_CACHE_MAX = 65536
+
+
+def _is_value_key(key):
+    """True when an object key is data (an id, an email, a date...) rather
+    than a name; cached since the same keys come back in every body."""
+    verdict = _value_key_cache.get(key)
+    if verdict is None:
+        if not _NAME.match(key) or _DIGIT_RUN.search(key):
+            verdict = True
+        else:
+            fmt = value_format(key)
+            # camelCase names of 16+ letters can pass for base64: only with a digit is it data
+            verdict = fmt is not None and (fmt != "base64" or any(c.isdigit() for c in key))
+        if len(_value_key_cache) >= _VALUE_KEY_CACHE_MAX:
+            _value_key_cache.clear()
+        _value_key_cache[key] = verdict
+    return verdict
+
+
+def _join(path, label):
+    return path + "." + label if path else label
+
+
+class _Collector:
+    """What one body's walk found: the types seen at each path, sensitive
+    findings and the limits hit."""
+    __slots__ = ("types", "found", "limits", "max_depth", "max_paths", "max_items")
+
+    def __init__(self, max_depth, max_paths, max_items):
+        self.types = {}         # path -> set of types
+        self.found = {}         # (class, path) -> count
+        self.limits = set()
+        self.max_depth, self.max_paths, self.max_items = max_depth, max_paths, max_items
+
+    def add(self, path, typ):
+        seen = self.types.get(path)
+        if seen is not None:
+            seen.add(typ)
+        elif len(self.types) < self.max_paths:
+            self.types[path] = {typ}
+        else:
+            self.limits.add("paths")
+
+    def classify(self, path, text, name):
+        for cls in value_classes(text, name):
+            key = (cls, path)
+            self.found[key] = self.found.get(key, 0) + 1
+
+    def string(self, path, text, name):
+        fmt = value_format(text)
+        self.add(path, "string:" + fmt if fmt else "string")
+        self.classify(path, text, name)
+
+    def items(self, sequence):
+        if len(sequence) > self.max_items:
+            self.limits.add("items")
+            return sequence[:self.max_items]
+        return sequence
+
+    def deeper(self, depth):
+        """True when a container at `depth` may be read."""
+        if depth < self.max_depth:
+            return True
+        self.limits.add("depth")
+        return False
+
+    # -- JSON values (json.loads output)
+
+    def json(self, node, path, name, depth):
+        kind = type(node)
+        if kind is str:
+            self.string(path, node, name)
+        elif kind is dict:
+            if path:
+                self.add(path, "object")
+            if node and self.deeper(depth):
+                self.json_object(node, path, name, depth + 1)
+        elif kind is list:
+            if path:
+                self.add(path, "array")
+            if node and self.deeper(depth):
+                element = path + "[]"
+                for item in self.items(node):
+                    self.json(item, element, name, depth + 1)
+        elif kind is bool:
+            self.add(path, "boolean")
+        elif kind is int:
+            self.add(path, "integer")
+            self.classify(path, str(node), name)
+        elif kind is float:
+            self.add(path, "number")
+            self.classify(path, str(node), name)
+        elif node is None:
+            self.add(path, "null")
+
+    def json_object(self, node, path, name, depth):
+        value_keys = [key for key in node if _is_value_key(key)]
+        if not value_keys:
+            for key, value in node.items():
+                self.json(value, _join(path, key[:_MAX_NAME]), key, depth)
+            return
+        mapped = _join(path, "{key}")
+        if 2 * len(value_keys) >= len(node):
+            value_keys = list(node)         # a map: none of its keys is a name
+        else:
+            for key, value in node.items():
+                if not _is_value_key(key):
+                    self.json(value, _join(path, key[:_MAX_NAME]), key, depth)
+        for key in self.items(value_keys):
+            self.classify(mapped, key, name)
+            self.json(node[key], mapped, name, depth)
+
+
+def _fingerprint(kind, fields):
+    digest = blake2b(kind.encode(), digest_size=8)
+    for path, typ in fields:
+        digest.update(b"\0%s\1%s" % (path.encode(), typ.encode()))
+    return digest.hexdigest()
+
+
+class Shape:
+    __slots__ = ("kind", "fields", "findings", "operation", "truncated", "limits", "compressed",
+                 "fingerprint")
+
+    def __init__(self, kind, collector, truncated=False, operation=None, compressed=False):
+        self.kind = kind
+        pairs = sorted((path, "|".join(sorted(types))) for path, types in collector.types.items())
+        self.fields = dict(pairs)
+        self.fingerprint = _fingerprint(kind, pairs)
+        self.findings = [(cls, path, count) for (cls, path), count in sorted(collector.found.items())]
+        self.limits = sorted(collector.limits)
+        self.truncated = truncated
+        self.operation = operation
+        self.compressed = compressed
+
+    def to_record(self):
+        record = {"kind": self.kind, "fields": self.fields, "fingerprint": self.fingerprint}
+        if self.truncated:
+            record["truncated"] = True
+        if self.limits:
+            record["limits"] = self.limits
+        if self.compressed:
+            record["compressed"] = True
+        return record
+
+
+# -- JSON
+
+# a JSON token, or a lone character where none fits (an unterminated string)
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\],:]|[^\s{}\[\],:"]+|\S')
+
+
+_UNREAD = object()      # no JSON document could be read
+
+
+def _json_prefix(text):
+    """(document, complete) of the longest prefix of `text` that closes into
+    a JSON document: the value cut short is dropped, open containers are
+    closed. complete: the document was not cut short (data may follow it).
+    (_UNREAD, True) when nothing parses."""
+    closers = ""            # what closes the open containers, innermost first
+    cut, cut_closers = 0, None
+    after_colon = False
+    for m in _JSON_TOKEN.finditer(text):
+        token = m.group()
+        first = token[0]
+        if first == "{" or first == "[":
+            closers = ("}" if first == "{" else "]") + closers
+            cut, cut_closers = m.end(), closers
+            after_colon = False
+            continue
+        if first == "}" or first == "]":
+            if not closers or closers[0] != first:
+                break
+            closers = closers[1:]
+        elif first == ",":
+            after_colon = False
+            continue
+        elif first == ":":
+            after_colon = True
+            continue
+        elif first == '"' and (len(token) == 1 or token[-1] != '"'):
+            break                                   # a string cut short
+        elif first != '"' and m.end() == len(text):
+            break                                   # a literal that may be cut short
+        elif not (after_colon or not closers or closers[0] == "]"):
+            continue                                # an object key: no value yet
+        after_colon = False
+        cut, cut_closers = m.end(), closers
+        if not closers:
+            break
+    if cut_closers is None:
+        return _UNREAD, True
+    try:
+        return json.loads(text[:cut] + cut_closers), not cut_closers
+    except (ValueError, RecursionError):
+        return _UNREAD, True
+
+
+def _load_json(data, col):
+    """(document or _UNREAD, complete) of a JSON body, tolerating a prefix."""
+    try:
+        return json.loads(data), True
+    except RecursionError:
+        col.limits.add("depth")             # nested deeper than the parser goes
+        return _UNREAD, True
+    except ValueError:
+        return _json_prefix(data.decode("utf-8", "replace"))
+
+
+def _graphql_tokens(text):
+    """The significant tokens of a GraphQL document, None when `text` is not
+    GraphQL source."""
+    tokens = []
+    pos, end = 0, len(text)
+    while pos < end:
+        m = _GRAPHQL_TOKEN.match(text, pos)
+        if m is None:
+            return None
+        pos = m.end()
+        token = m.group()
+        if not (token[0].isspace() or token[0] in _GRAPHQL_IGNORED):
+            tokens.append(token)
+    return tokens
+
+
+_GRAPHQL_TOKEN = re.compile(r'[\s,\ufeff]+|#[^\n\r]*|"""(?:\\"""|[^"]|"(?!""))*"""|"(?:[^"\\\n\r]|\\.)*"'
+                            r'|\.\.\.|[!$&():=@\[\]{|}]|-?\d[\w.+-]*|[_A-Za-z][_0-9A-Za-z]*')
+_GRAPHQL_IGNORED = frozenset(",#\ufeff")
+_GRAPHQL_OPERATIONS = ("query", "mutation", "subscription")
+_GRAPHQL_OPEN = {"(": ")", "[": "]", "{": "}"}
+
+
+def _skip_group(tokens, i):
+    """Index after the bracketed group opening at tokens[i]."""
+    depth = 0
+    while True:
+        token = tokens[i]
+        if token in _GRAPHQL_OPEN:
+            depth += 1
+        elif token in (")", "]", "}"):
+            depth -= 1
+            if depth == 0:
+                return i + 1
+        i += 1
+
+
+def _skip_directives(tokens, i):
+    while tokens[i] == "@":
+        i += 2
+        if tokens[i] == "(":
+            i = _skip_group(tokens, i)
+    return i
+
+
+def _selections(tokens, i):
+    """(top-level items, index after) of the selection set at tokens[i]:
+    field names and ("...", fragment name) spreads; inline fragments
+    contribute their fields."""
+    if tokens[i] != "{":
+        raise ValueError
+    i += 1
+    items = []
+    while tokens[i] != "}":
+        token = tokens[i]
+        if token == "...":
+            if tokens[i + 1] == "on":
+                i += 3
+            elif tokens[i + 1] in ("{", "@"):
+                i += 1
+            else:
+                items.append(("...", tokens[i + 1]))
+                i = _skip_directives(tokens, i + 2)
+                continue
+            i = _skip_directives(tokens, i)
+            inline, i = _selections(tokens, i)
+            items += inline
+            continue
+        if not _GRAPHQL_NAME.match(token):
+            raise ValueError
+        if tokens[i + 1] == ":":            # alias: the field is the name after it
+            i += 2
+            token = tokens[i]
+            if not _GRAPHQL_NAME.match(token):
+                raise ValueError
+        items.append(token)
+        i += 1
+        if tokens[i] == "(":
+            i = _skip_group(tokens, i)
+        i = _skip_directives(tokens, i)
+        if tokens[i] == "{":
+            i = _skip_group(tokens, i)
+    return items, i + 1
+
+
+def graphql_document(text):
+    """(operations, fragments) of an executable GraphQL document:
+    operations [(type, name or None, top-level items)], fragments
+    {name: top-level items}; None when `text` is not one."""
+    tokens = _graphql_tokens(text)
+    if not tokens:
+        return None
+    operations, fragments = [], {}
+    i = 0
+    try:
+        while i < len(tokens):
+            token = tokens[i]
+            if token == "{":
+                items, i = _selections(tokens, i)
+                operations.append(("query", None, items))
+            elif token in _GRAPHQL_OPERATIONS:
+                i += 1
+                name = None
+                if _GRAPHQL_NAME.match(tokens[i]):
+                    name, i = tokens[i], i + 1
+                if tokens[i] == "(":
+                    i = _skip_group(tokens, i)
+                items, i = _selections(tokens, _skip_directives(tokens, i))
+                operations.append((token, name, items))
+            elif token == "fragment" and tokens[i + 2] == "on":
+                name = tokens[i + 1]
+                items, i = _selections(tokens, _skip_directives(tokens, i + 4))
+                fragments[name] = items
+            else:
+                return None
+    except (IndexError, ValueError):
+        return None
+    return (operations, fragments) if operations else None
+
+
+def _top_fields(items, fragments, seen=()):
+    """Field names of a selection set with its fragment spreads expanded."""
+    names = []
+    for item in items:
+        if type(item) is str:
+            names.append(item)
+        elif item[1] in fragments and item[1] not in seen:
+            names += _top_fields(fragments[item[1]], fragments, (*seen, item[1]))
+    return names
+
+
+def _graphql(document, operation_name, col):
+    """The operation dict of a parsed document; its top-level fields go to `col`."""
+    operations, fragments = document
+    chosen = operations[0]
+    if operation_name is not None:
+        chosen = next((op for op in operations if op[1] == operation_name), chosen)
+    kind, name, items = chosen
+    for field in _top_fields(items, fragments):
+        col.add(field[:_MAX_NAME], kind)
+    return {"kind": "graphql", "type": kind, "name": name}
+
+
+def _graphql_request(doc, col):
+    """The operation of a GraphQL-over-JSON request ({"query", "variables",
+    "operationName"}), its variables shaped under "$"; None when `doc` is
+    not one."""
+    if type(doc) is not dict:
+        return None
+    name = doc.get("operationName")
+    if type(name) is not str or not _GRAPHQL_NAME.match(name):
+        name = None
+    query = doc.get("query")
+    if type(query) is str:
+        document = graphql_document(query)
+        if document is None:
+            return None
+        operation = _graphql(document, name, col)
+    elif name and type(doc.get("extensions")) is dict and "persistedQuery" in doc["extensions"]:
+        operation = {"kind": "graphql", "type": None, "name": name}
+    else:
+        return None
+    variables = doc.get("variables")
+    if type(variables) is dict and variables:
+        col.json_object(variables, "$", None, 1)
+    return operation
+
+
+def _rpc_name(name):
+    return name if _RPC_NAME.match(name) and value_format(name) is None else "{value}"
+
+
+def _jsonrpc_method(doc):
+    if type(doc) is dict and doc.get("jsonrpc") == "2.0" and type(doc.get("method")) is str:
+        return _rpc_name(doc["method"])
+    return None
+
+
+def _jsonrpc(doc):
+    """The operation of a JSON-RPC 2.0 request or batch, else None."""
+    if type(doc) is list:
+        methods = [_jsonrpc_method(call) for call in doc[:_MAX_METHODS]]
+        if methods and None not in methods:
+            return {"kind": "jsonrpc", "method": methods}
+        return None
+    method = _jsonrpc_method(doc)
+    return {"kind": "jsonrpc", "method": method} if method else None
+
+
+def _read_json(data, params, col, truncated):
+    doc, complete = _load_json(data, col)
+    truncated = truncated or not complete
+    if doc is _UNREAD:
+        return Shape("json", col, truncated)
+    operation = _graphql_request(doc, col)
+    if operation is not None:
+        return Shape("graphql", col, truncated, operation)
+    col.json(doc, "", None, 0)
+    return Shape("json", col, truncated, _jsonrpc(doc))
+
+
+def _read_ndjson(data, params, col, truncated):
+    lines = col.items([line for line in data.splitlines() if line.strip()])
+    complete = True
+    for line in lines:
+        doc, complete = _load_json(line, col)
+        if doc is not _UNREAD:
+            col.json(doc, "[]", None, 1)
+    return Shape("json", col, truncated or not complete)
+
+
+def _read_graphql(data, params, col, truncated):
+    document = graphql_document(_text(data, params))
+    if document is None:
+        return Shape("graphql", col, truncated)
+    return Shape("graphql", col, truncated, _graphql(document, None, col))
+
+
+# -- forms
+
+def _text(data, params):
+    charset = params.get("charset", "utf-8")
+    try:
+        return data.decode(charset, "replace")
+    except LookupError:
+        return data.decode("utf-8", "replace")
+
+
+_FORM_SEGMENT = re.compile(r"\[([^\]]*)\]")
+
+
+def _form_path(name):
+    """Key path of a form field name: "user[address][city]" is
+    user.address.city, "tags[]" and "items[0]" are arrays."""
+    head, _, rest = name.partition("[")
+    path = "{key}" if _is_value_key(head) else head[:_MAX_NAME]
+    for segment in _FORM_SEGMENT.findall("[" + rest) if rest else ():
+        if not segment or segment.isdigit():
+            path += "[]"
+        else:
+            path = _join(path, "{key}" if _is_value_key(segment) else segment[:_MAX_NAME])
+    return path
+
+
+def _read_form(data, params, col, truncated):
+    text = _text(data, params)
+    if truncated and "&" in text:
+        text = text.rpartition("&")[0]      # the last pair may be cut short
+    for name, value in col.items(parse_qsl(text, keep_blank_values=True)):
+        col.string(_form_path(name), value, name)
+    return Shape("form", col, truncated)
+
+
+def _media_type(ctype):
+    """(lowercase media type, {parameter: value}) of a Content-Type value."""
+    mtype, *rest = ctype.split(";")
+    params = {}
+    for param in rest:
+        key, _, value = param.partition("=")
+        params[key.strip().lower()] = value.strip().strip('"')
+    return mtype.strip().lower(), params
+
+
+def _part_headers(head):
+    headers = {}
+    for line in head.split(b"\r\n"):
+        name, _, value = line.decode("utf-8", "replace").partition(":")
+        headers[name.strip().lower()] = value.strip()
+    return headers
+
+
+def _read_multipart(data, params, col, truncated):
+    boundary = params.get("boundary")
+    if not boundary:
+        return Shape("multipart", col, truncated)
+    parts = data.split(b"--" + boundary.encode("latin-1", "replace"))
+    for part in col.items(parts[1:]):
+        if part.startswith(b"--"):
+            break                                       # the closing delimiter
+        head, sep, body = part.partition(b"\r\n\r\n")
+        if not sep:
+            continue                                    # headers cut short
+        headers = _part_headers(head.strip(b"\r\n"))
+        _, disposition = _media_type(headers.get("content-disposition", ""))
+        name = disposition.get("name")
+        if name is None:
+            continue
+        path = _form_path(name)
+        media, part_params = _media_type(headers.get("content-type", "text/plain"))
+        if body.endswith(b"\r\n"):
+            body = body[:-2]                            # the CRLF belongs to the next delimiter
+        if "filename" in disposition or "filename*" in disposition or not (
+                media.startswith("text/") or _reader(media) is _read_json):
+            col.add(path, "file:" + media if _MEDIA.match(media) else "file")
+        elif media.startswith("text/"):
+            col.string(path, _text(body, part_params).strip(), name)
+        else:
+            doc, _ = _load_json(body, col)
+            if doc is not _UNREAD:
+                col.json(doc, path, name, 1)
+    return Shape("multipart", col, truncated)
+
+
+# -- XML
+
+# expat's "namespace-uri local-name" of the SOAP 1.1 and 1.2 root elements
+_SOAP_ENVELOPES = ("http://schemas.xmlsoap.org/soap/envelope/ Envelope",
+                   "http://www.w3.org/2003/05/soap-envelope Envelope")
+
+
+class _Refused(Exception):
+    pass
+
+
+def _refuse(*args):
+    raise _Refused
+
+
+def _xml_label(tag):
+    name = tag.rpartition(" ")[2]           # expat gives "namespace-uri local-name"
+    return "{key}" if _is_value_key(name) else name[:_MAX_NAME]
+
+
+def _read_xml(data, params, col, truncated):
+    open_elements = []      # [path or None past the depth limit, tag, has children, text parts]
+    soap = []               # the operation: first element inside a SOAP Envelope's Body
+
+    def start(tag, attrs):
+        depth = len(open_elements)
+        if depth:
+            open_elements[-1][2] = True
+        parent = open_elements[-1][0] if depth else ""
+        if depth == 2 and not soap and open_elements[0][1] in _SOAP_ENVELOPES \
+                and open_elements[1][1] == open_elements[0][1][:-8] + "Body":
+            soap.append(_rpc_name(tag.rpartition(" ")[2]))
+        path = None
+        if parent is not None and col.deeper(depth):
+            path = _join(parent, _xml_label(tag))
+            for attr, value in attrs.items():
+                col.string(path + ".@" + _xml_label(attr), value, attr.rpartition(" ")[2])
+        open_elements.append([path, tag, False, []])
+
+    def end(tag):
+        path, _, has_children, text = open_elements.pop()
+        if path is None:
+            return
+        if has_children:
+            col.add(path, "object")
+            return
+        value = "".join(text).strip()
+        if value:
+            col.string(path, value, tag.rpartition(" ")[2])
+        else:
+            col.add(path, "empty")
+
+    def characters(text):
+        if open_elements:
+            open_elements[-1][3].append(text)
+
+    parser = expat.ParserCreate(namespace_separator=" ")
+    parser.SetParamEntityParsing(expat.XML_PARAM_ENTITY_PARSING_NEVER)
+    # no DTD is read: that rules out external entities (XXE) and entity expansion bombs
+    parser.StartDoctypeDeclHandler = parser.EntityDeclHandler = _refuse
+    parser.StartElementHandler, parser.EndElementHandler = start, end
+    parser.CharacterDataHandler = characters
+    try:
+        parser.Parse(data, True)
+    except _Refused:
+        col.limits.add("dtd")
+    except (expat.ExpatError, ValueError):
+        truncated = truncated or bool(open_elements)
+    for path, _, has_children, _ in open_elements:
+        if path is not None and has_children:
+            col.add(path, "object")             # an element cut short: its children were read
+    operation = {"kind": "soap", "operation": soap[0]} if soap else None
+    return Shape("xml", col, truncated, operation)
+
+
+# -- protobuf and gRPC
+
+def _varint(buf, i, end):
+    """(value, index after) of the varint at buf[i], (None, i) when malformed."""
+    value = shift = 0
+    while i < end and shift < 70:
+        byte = buf[i]
+        i += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, i
+        shift += 7
+    return None, i
+
+
+def _proto_fields(buf, start, end, partial=False):
+    """[(number, wire type, varint or (start, end) of the bytes)] of the
+    message in buf[start:end]; None unless all of it parses (partial: what
+    parsed before the first malformed field)."""
+    fields = []
+    i = start
+    while i < end:
+        key, i = _varint(buf, i, end)
+        if key is None or not 0 < key >> 3 < 1 << 29:
+            break
+        wire = key & 7
+        if wire == 0:
+            value, i = _varint(buf, i, end)
+            if value is None:
+                break
+        elif wire == 1 or wire == 5:
+            value, i = None, i + (8 if wire == 1 else 4)
+        elif wire == 2:
+            size, i = _varint(buf, i, end)
+            if size is None:
+                break
+            value, i = (i, i + size), i + size
+        else:
+            break                                   # groups (3, 4) are long deprecated; 6, 7 do not exist
+        if i > end:
+            break
+        fields.append((key >> 3, wire, value))
+    else:
+        return fields
+    return fields if partial else None
+
+
+_FIXED_TYPES = {0: "varint", 1: "fixed64", 5: "fixed32"}
+
+
+def _proto_message(buf, fields, path, depth, col):
+    repeated = set()
+    seen = set()
+    for number, _, _ in fields:
+        (repeated if number in seen else seen).add(number)
+    for number, wire, value in fields:
+        field_path = _join(path, "%d[]" % number if number in repeated else str(number))
+        if wire != 2:
+            col.add(field_path, _FIXED_TYPES[wire])
+            continue
+        start, end = value
+        try:
+            text = buf[start:end].decode("utf-8")
+        except UnicodeDecodeError:
+            text = None
+        if text and not _CONTROL.search(text):
+            col.string(field_path, text, None)
+            continue
+        inner = _proto_fields(buf, start, end) if end > start and col.deeper(depth) else None
+        if inner:
+            col.add(field_path, "message")
+            _proto_message(buf, inner, field_path, depth + 1, col)
+        else:
+            col.add(field_path, "bytes")
+
+
+def _read_protobuf(data, params, col, truncated):
+    fields = _proto_fields(data, 0, len(data), partial=truncated)
+    if fields:
+        _proto_message(data, fields, "", 0, col)
+    return Shape("protobuf", col, truncated)
+
+
+def _grpc_frames(data):
+    """(messages as (start, end), any compressed, cut short) of a gRPC body:
+    5-byte prefixes (flag, big-endian length); grpc-web trailer frames
+    (flag 0x80) skipped."""
+    messages, compressed = [], False
+    i, size = 0, len(data)
+    while i + 5 <= size:
+        flag = data[i]
+        if flag & 0x7E:
+            return messages, compressed, False      # not a frame: stop reading
+        end = i + 5 + int.from_bytes(data[i + 1:i + 5], "big")
+        if flag & 0x80:
+            pass
+        elif flag & 1:
+            compressed = True
+        else:
+            messages.append((i + 5, min(end, size)))
+        i = end
+    return messages, compressed, i != size
+
+
+def _read_grpc(data, params, col, truncated):
+    messages, compressed, cut = _grpc_frames(data)
+    truncated = truncated or cut
+    for number, (start, end) in enumerate(col.items(messages), 1):
+        fields = _proto_fields(data, start, end, partial=truncated and number == len(messages))
+        if fields:
+            _proto_message(data, fields, "", 0, col)
+    return Shape("protobuf", col, truncated, compressed=compressed)
+
+
+def _read_grpc_json(data, params, col, truncated):
+    messages, compressed, cut = _grpc_frames(data)
+    for start, end in col.items(messages):
+        doc, _ = _load_json(data[start:end], col)
+        if doc is not _UNREAD:
+            col.json(doc, "", None, 0)
+    return Shape("json", col, truncated or cut, compressed=compressed)
+
+
+def _read_text(data, params, col, truncated):
+    text = _text(data, params).strip()
+    if text and len(text) <= _MAX_TEXT and not truncated:
+        col.string("", text, None)
+    elif text:
+        col.add("", "string")
+    return Shape("text", col, truncated)
+
+
+_KINDS = {
+    "application/json": _read_json, "text/json": _read_json,
+    "application/x-ndjson": _read_ndjson, "application/jsonl": _read_ndjson,
+    "application/x-jsonlines": _read_ndjson, "application/jsonlines": _read_ndjson,
+    "application/x-www-form-urlencoded": _read_form,
+    "multipart/form-data": _read_multipart,
+    "application/graphql": _read_graphql,
+    "application/grpc": _read_grpc, "application/grpc+proto": _read_grpc,
+    "application/grpc-web": _read_grpc, "application/grpc-web+proto": _read_grpc,
+    "application/grpc+json": _read_grpc_json,
+    "application/x-protobuf": _read_protobuf, "application/protobuf": _read_protobuf,
+    "application/x-google-protobuf": _read_protobuf, "application/vnd.google.protobuf": _read_protobuf,
+    "text/plain": _read_text,
+}
+
+
+def _reader(mtype):
+    reader = _KINDS.get(mtype)
+    if reader is None:
+        if mtype.endswith("+json"):
+            return _read_json
+        if mtype.endswith(("/xml", "+xml")):
+            return _read_xml
+    return reader
+
+
+def body_shape(data, ctype, truncated=False, *, max_depth=MAX_DEPTH, max_paths=MAX_PATHS,
+               max_items=MAX_ITEMS):
+    """The Shape of a body `data` (bytes, content coding removed) sent with
+    Content-Type `ctype`; None when the body is empty or its media type is
+    not read here. truncated: `data` is a prefix of the body."""
+    if not data or not ctype:
+        return None
+    mtype, params = _media_type(ctype)
+    reader = _reader(mtype)
+    if reader is None:
+        return None
+    return reader(bytes(data), params, _Collector(max_depth, max_paths, max_items), truncated)
