@@ -17,8 +17,8 @@ hosts are not (hints name a host with or without its port).
 
 A segment is, on its own (see `segment_type`):
 - a value (integer, number, uuid, ulid, hex id, token, email, anything with
-  "@" or a percent escape, date, JWT, IBAN, long digit run): always a
-  parameter, whatever was seen before;
+  "@" or a percent escape, date, JWT, IBAN, long digit run, more than 100
+  characters): always a parameter, whatever was seen before;
 - a kept literal (API version such as v1 or v2beta, a date right after the
   root or a namespace such as "api", a known word such as me, self, search,
   health, openapi.json): never folded into a parameter;
@@ -59,7 +59,7 @@ KNOWN_LITERALS = NAMESPACES | frozenset((
 _VERSION = re.compile(r"v\d{1,3}(?:\.\d{1,3}){0,2}(?:[-_]?[a-z]+\d*)?\Z", re.I)
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T_]\d{2}:?\d{2}(?::?\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?\Z", re.I)
 _DOTTED = re.compile(r"\d{1,3}(?:\.\d{1,3}){1,2}\Z")
-_NUMBERISH = re.compile(r"[+(]?\d[\d\-._()+,]*\Z")     # ids, amounts, phones, cards, SSNs, IPs
+_NUMBERISH = re.compile(r"[-+(]?\d[\d\-._()+,]*\Z")     # ids, amounts, phones, cards, SSNs, IPs
 _UUID = re.compile(r"\{?[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\}?\Z", re.I)
 _ULID = re.compile(r"[0-7][0-9a-hjkmnp-tv-z]{25}\Z", re.I)
 _JWT = re.compile(r"eyJ[\w-]{2,}\.[\w-]{2,}\.[\w-]*\Z", re.A)
@@ -72,6 +72,8 @@ _SEPARATORS = re.compile(r"[-_.~+=,:]")
 
 _CLASSES = {}           # segment -> (kind, value type); bounded, shared by all learners
 _CLASSES_MAX = 65536
+_SEGMENT_MAX = 100      # a longer segment is a value (and not cached)
+_CACHED_PATH_MAX = 512  # a longer path is resolved anew each time
 
 
 def segment_type(seg):
@@ -81,6 +83,8 @@ def segment_type(seg):
 
 
 def _classify(seg):
+    if len(seg) > _SEGMENT_MAX:
+        return VALUE, "long"
     got = _CLASSES.get(seg)
     if got is None:
         if len(_CLASSES) >= _CLASSES_MAX:
@@ -104,7 +108,7 @@ def _classify_fresh(seg):
         return DATED, "number"
     if _NUMBERISH.match(seg):
         return VALUE, "integer" if seg.isdigit() else "number"
-    for pattern, name in ((_UUID, "uuid"), (_JWT, "jwt"), (_ULID, "ulid"), (_IBAN, "iban")):
+    for pattern, name in ((_UUID, "uuid"), (_IBAN, "iban"), (_HEX, "hex"), (_JWT, "jwt"), (_ULID, "ulid")):
         if pattern.match(seg):
             return VALUE, name
     if _DIGIT_RUN.search(seg):
@@ -178,12 +182,12 @@ class _Node:
 
 
 class _Tree:
-    __slots__ = ("root", "nodes", "cache")
+    __slots__ = ("root", "nodes", "generation")
 
     def __init__(self):
         self.root = _Node(pinned=True, namespace=True)
         self.nodes = 1
-        self.cache = {}         # path -> Resolution; cleared whenever the tree changes
+        self.generation = 0     # bumped whenever a resolution could change: cached ones expire
 
 
 Hint = namedtuple("Hint", "host literal segments")    # segments: literals and "{name}"
@@ -243,7 +247,7 @@ def _host_without_port(host):
 
 class RouteLearner:
     def __init__(self, hints=None, min_distinct=10, min_ratio=0.5, max_distinct=64, settle_count=10,
-                 max_nodes=10000, max_total_nodes=200000, max_hosts=1024, max_depth=64, cache_size=8192):
+                 max_nodes=10000, max_total_nodes=200000, max_hosts=1024, max_depth=64, cache_size=65536):
         self.hints = list(hints or ())
         self.min_distinct = min_distinct
         self.min_ratio = min_ratio
@@ -256,6 +260,7 @@ class RouteLearner:
         self.cache_size = cache_size
         self.trees = {}             # lowercased host -> _Tree
         self.overflow = None        # the tree shared by hosts beyond max_hosts
+        self.cache = {}             # (host, path) -> (tree, its generation, Resolution)
         self.total_nodes = 0
 
     # -- public
@@ -284,20 +289,22 @@ class RouteLearner:
             elif not child.pinned:
                 node.literal_obs += 1
                 if child.count < self.settle_count:
-                    tree.cache.clear()  # its confidence and settledness follow its count
+                    tree.generation += 1  # its confidence and settledness follow its count
             child.count += 1
             node = child
         node.ends += 1
 
     def resolve(self, host, path):
+        key = host, path
+        cached = self.cache.get(key)
+        if cached is not None and cached[1] == cached[0].generation:
+            return cached[2]
         tree = self._tree(host)
-        cache = tree.cache
-        got = cache.get(path)
-        if got is None:
-            got = self._resolve(tree, path)
-            if len(cache) >= self.cache_size:
-                cache.clear()       # cheaper than evicting one by one (deleted slots slow iteration)
-            cache[path] = got
+        got = self._resolve(tree, path)
+        if len(path) <= _CACHED_PATH_MAX:
+            if len(self.cache) >= self.cache_size:
+                self.cache.clear()      # cheaper than evicting one by one (deleted slots slow iteration)
+            self.cache[key] = tree, tree.generation, got
         return got
 
     def node_count(self, host=None):
@@ -347,7 +354,7 @@ class RouteLearner:
             parent.children[seg] = node
         tree.nodes += 1
         self.total_nodes += 1
-        tree.cache.clear()
+        tree.generation += 1
         return node
 
     def _full(self, tree):
@@ -407,7 +414,7 @@ class RouteLearner:
             node.distinct = len(folded)
             if node.distinct < 2 * self.min_distinct:
                 node.seen = {hash(seg) for seg in folded}
-        tree.cache.clear()
+        tree.generation += 1
         if target is not None:
             self._recheck(tree, target)
 
@@ -449,7 +456,7 @@ class RouteLearner:
                 node.distinct += 1
                 if node.distinct >= 2 * self.min_distinct:
                     node.seen = None
-                tree.cache.clear()
+                tree.generation += 1
 
     # -- answering
 
@@ -476,9 +483,10 @@ class RouteLearner:
             forced = node is not None and node.variable == FORCED
             if child is not None or (kind == KEEP and not forced):
                 # a literal: learned, hinted or kept
-                if child is not None and not child.pinned and child.count < self.settle_count:
+                if child is not None and not child.pinned and not node.namespace \
+                        and child.count < self.settle_count:    # (resource names fold only at max_distinct)
                     confidence = min(confidence, child.count / self.settle_count)
-                    settled = settled and node.namespace    # resource names fold only at max_distinct
+                    settled = False
                 route.append(seg)
                 masked.append(name_for(None) if kind == VALUE else seg)
                 node = child
