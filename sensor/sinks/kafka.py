@@ -54,7 +54,9 @@ class KafkaTransport(Transport):
         self.config.update(parse_qsl(url.query))
         self.config.update({"enable.idempotence": True, "acks": "all", "error_cb": self._on_error,
                             "logger": LOG})
-        self.flush_timeout = float(self.config["message.timeout.ms"]) / 1000 + FLUSH_MARGIN_S
+        message_timeout = float(self.config["message.timeout.ms"]) / 1000
+        self.flush_timeout = message_timeout + FLUSH_MARGIN_S
+        self.connect_timeout = min(message_timeout, FLUSH_MARGIN_S)
         self.delivered = 0      # delivery reports: acknowledged by all in-sync replicas
         self.failed = 0         # delivery reports: given up (timeout, broker refusal)
         self.last_error = None  # latest client-level error (broker down, fatal idempotence state)
@@ -82,7 +84,7 @@ class KafkaTransport(Transport):
             raise ValueError(f"kafka://{self.config['bootstrap.servers']}/{self.topic}: {e}") from None
         try:
             # one metadata round trip: the cluster answers and knows the topic
-            self.producer.list_topics(self.topic, timeout=FLUSH_MARGIN_S)
+            self.producer.list_topics(self.topic, timeout=self.connect_timeout)
         except KafkaException as e:
             self.close()
             why = f" ({self.last_error.str()})" if self.last_error else ""
