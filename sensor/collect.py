@@ -12,8 +12,10 @@ or path -> records) on stderr, live when stderr is a terminal, and at exit.
 
 SIGTERM/SIGINT stop it cleanly: it stops accepting, half-closes every
 connection and reads until the sender closes (or goes quiet), so a plain
-stream sender loses nothing in flight; a Forward sender whose last chunk
-went unacknowledged resends it to the next collector.
+stream sender loses nothing in flight (except on a connection that reaches
+the listening socket in the very instant it closes: plain streams have no
+acks); a Forward sender whose last chunk went unacknowledged resends it to
+the next collector.
 """
 import asyncio
 import gzip
@@ -104,6 +106,7 @@ class Collector:
         await stop.wait()
         if ticker:
             ticker.cancel()
+        await asyncio.sleep(0.1)        # take in the connections already in the accept backlog
         for s in servers:
             s.close()
         await self._stop_connections()

@@ -34,9 +34,9 @@ def connect(url, tls=None):
         else:
             sock = socket.create_connection((url.hostname, url.port), timeout=CONNECT_TIMEOUT)
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.settimeout(IO_TIMEOUT)
         if tls is not None:
-            sock = tls.wrap_socket(sock, server_hostname=url.hostname)
+            sock = tls.wrap_socket(sock, server_hostname=url.hostname)     # handshake within CONNECT_TIMEOUT
+        sock.settimeout(IO_TIMEOUT)
         return sock
     except ssl.SSLError as e:
         raise TransportError("%s: TLS: %s" % (target, e.reason or e))
