@@ -21,14 +21,15 @@ def route(learner, path, host="shop.example"):
 
 
 @pytest.mark.parametrize("seg, expected", [
-    ("12345", "integer"), ("-3.75", "number"), ("4111-1111-1111-1111", "number"),
+    ("12345", "integer"), ("-3.75", "float"), ("4111-1111-1111-1111", "payment_card"),
     ("123e4567-e89b-12d3-a456-426614174000", "uuid"), ("01ARZ3NDEKTSV4RRFFQ69G5FAV", "ulid"),
     ("5f8d0d55b54764421b7156c3", "hex"), ("alice@example.com", "email"), ("alice%40example.com", "encoded"),
-    ("2024-01-31", "date"), ("DE89370400440532013000", "iban"),
-    ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl", "jwt"), ("sk_live_4eC39HqLyjWDarjtT1zdp7dc", "token"),
-    ("order-123456", "digits"), ("app.3f9a8b7c.js", "hex"), ("dGhpc0lzQVNlY3JldFRva2Vu", "token"),
+    ("bob@corp", "at"), ("2024-01-31", "date"), ("GB82WEST12345698765432", "iban"), ("+14155550123", "phone"),
+    ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl", "jwt"), ("sk_live_4eC39HqLyjWDarjtT1zdp7dc", "base64"),
+    ("order-123456", "digits"), ("app.3f9a8b7c.js", "hex"), ("k3j4h5g6f7d8s9a0q-x", "token"),
+    ("1234.56-7", "number"), ("x" * 101, "long"),
     ("users", None), ("v1", None), ("v2beta", None), ("openapi.json", None), ("my-first-post-2024", None),
-    ("oauth2-authorization-server", None), ("getUserAccountSettingsById", None), ("deadbeef", None),
+    ("oauth2-authorization-server", None), ("getUserAccountSettingsById", None), ("true", None),
 ])
 def test_segment_types(seg, expected):
     assert segment_type(seg) == expected

@@ -38,6 +38,8 @@ import re
 from collections import namedtuple
 from functools import lru_cache
 
+from .classify import value_classes, value_format
+
 Resolution = namedtuple("Resolution", "route masked confidence settled")
 
 # Segment kinds. DATED: a date or dotted number, which is an API version
@@ -57,16 +59,10 @@ KNOWN_LITERALS = NAMESPACES | frozenset((
 ))
 
 _VERSION = re.compile(r"v\d{1,3}(?:\.\d{1,3}){0,2}(?:[-_]?[a-z]+\d*)?\Z", re.I)
-_DATE = re.compile(r"\d{4}-\d{2}-\d{2}(?:[T_]\d{2}:?\d{2}(?::?\d{2}(?:\.\d+)?)?(?:Z|[+-]\d{2}:?\d{2})?)?\Z", re.I)
 _DOTTED = re.compile(r"\d{1,3}(?:\.\d{1,3}){1,2}\Z")
-_NUMBERISH = re.compile(r"[-+(]?\d[\d\-._()+,]*\Z")     # ids, amounts, phones, cards, SSNs, IPs
-_UUID = re.compile(r"\{?[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}\}?\Z", re.I)
-_ULID = re.compile(r"[0-7][0-9a-hjkmnp-tv-z]{25}\Z", re.I)
-_JWT = re.compile(r"eyJ[\w-]{2,}\.[\w-]{2,}\.[\w-]*\Z", re.A)
-_IBAN = re.compile(r"[a-z]{2}\d{2}[a-z0-9]{11,30}\Z", re.I)
-_EMAIL = re.compile(r"[^@]+@[^@]+\.[^@]+\Z")
+_NUMBERISH = re.compile(r"[-+(]?\d[\d\-._()+,]*\Z")     # amounts, phones, grouped cards, SSNs, IPs
 _DIGIT_RUN = re.compile(r"\d{5}")
-_HEX = re.compile(r"(?=[a-f]*\d)[0-9a-f]{8,}\Z", re.I)
+_HEX_ID = re.compile(r"(?=[a-f]*\d)[0-9a-f]{8,}\Z", re.I)
 _WORD = re.compile(r"(?:[a-z]+\d{0,2}|\d{1,4})?\Z", re.I)   # "orders", "oauth2", "2024", ""
 _SEPARATORS = re.compile(r"[-_.~+=,:]")
 
@@ -77,8 +73,9 @@ _CACHED_PATH_MAX = 512  # a longer path is resolved anew each time
 
 
 def segment_type(seg):
-    """The value type of a path segment on its own ("integer", "uuid",
-    "email", "token", ...), or None for a literal."""
+    """What makes a path segment a value on its own: its format or
+    sensitive class ("integer", "uuid", "email", "payment_card", "token",
+    ...), or None for a literal."""
     return _classify(seg)[1]
 
 
@@ -98,19 +95,20 @@ def _classify_fresh(seg):
         return VALUE, "integer"
     if seg.lower() in KNOWN_LITERALS or _VERSION.match(seg):
         return KEEP, None
-    if "@" in seg:
-        return VALUE, "email" if _EMAIL.match(seg) else "at"
     if "%" in seg:
         return VALUE, "encoded"
-    if _DATE.match(seg):
-        return DATED, "date"
-    if _DOTTED.match(seg):
-        return DATED, "number"
+    fmt = value_format(seg)
+    if fmt == "date" or _DOTTED.match(seg):
+        return DATED, fmt or "float"
+    classes = value_classes(seg)
+    if classes:
+        return VALUE, classes[0]
+    if fmt and fmt != "boolean":
+        return VALUE, fmt
+    if "@" in seg:
+        return VALUE, "at"
     if _NUMBERISH.match(seg):
-        return VALUE, "integer" if seg.isdigit() else "number"
-    for pattern, name in ((_UUID, "uuid"), (_IBAN, "iban"), (_HEX, "hex"), (_JWT, "jwt"), (_ULID, "ulid")):
-        if pattern.match(seg):
-            return VALUE, name
+        return VALUE, "number"
     if _DIGIT_RUN.search(seg):
         return VALUE, "digits"
     random = _random_type(seg)
@@ -118,22 +116,19 @@ def _classify_fresh(seg):
 
 
 def _random_type(seg):
-    """"hex" or "token" when a segment (or a part of it between separators)
-    looks machine-made rather than made of words."""
+    """"hex" or "token" when a segment, or a part of it between separators,
+    looks machine-made rather than made of words (app.3f9a8b7c.js)."""
     parts = _SEPARATORS.split(seg)
     for part in parts:
-        if _HEX.match(part):
+        if _HEX_ID.match(part):
             return "hex"
-        if len(part) >= 16:
-            if part.isalpha():
-                upper = sum(c.isupper() for c in part)
-                if len(part) // 4 <= upper <= len(part) * 3 // 4:      # base64 case mix, not camelCase
-                    return "token"
-            elif not _WORD.match(part):
-                return "token"
     if len(seg) >= 16 and any(c.isdigit() for c in seg) and not all(_WORD.match(p) for p in parts):
         return "token"
     return None
+
+
+def _is_version(seg):
+    return _VERSION.match(seg) is not None or _classify(seg)[0] == DATED
 
 
 def _kind(seg, i, prev):
@@ -346,8 +341,7 @@ class RouteLearner:
 
     def _add(self, tree, parent, seg, pinned):
         """A new child node: under `seg`, or the parameter node when seg is None."""
-        node = _Node(pinned, pinned and (seg.lower() in NAMESPACES or bool(_VERSION.match(seg))
-                                         or _DATE.match(seg) is not None or _DOTTED.match(seg) is not None))
+        node = _Node(pinned, pinned and (seg.lower() in NAMESPACES or _is_version(seg)))
         if seg is None:
             parent.param = node
         else:
