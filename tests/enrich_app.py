@@ -183,8 +183,10 @@ def make_data(fake):
             "createdAt": fake.millis(), "city": fake.rng.choice(["Berlin", "Leeds", "Utrecht"]),
             "session": fake.opaque(), "orders": [fake.uuid() for _ in range(2)],
         }
-    colours = ["red", "blue", "green", "black", "white", "navy", "olive", "grey", "amber", "teal"]
-    things = ["shoes", "hat", "scarf", "jacket", "socks", "gloves", "boots", "belt", "bag", "cap"]
+    colours = ["red", "blue", "green", "black", "white", "navy", "olive", "grey", "amber", "teal", "coral", "ivory",
+               "plum", "sand", "rust", "mint"]
+    things = ["shoes", "hat", "scarf", "jacket", "socks", "gloves", "boots", "belt", "bag", "cap", "vest", "shorts",
+              "parka", "beanie", "sandals", "hoodie"]
     products = {"%s-%s" % (c, t): {"name": "%s %s" % (c.title(), t), "gtin": fake.ean13(),
                                    "price": round(fake.rng.uniform(5, 200), 2), "stock": fake.rng.randint(0, 90),
                                    "updatedAt": fake.millis()}
