@@ -230,44 +230,41 @@ _UNREAD = object()      # no JSON document could be read
 
 def _json_prefix(text):
     """(document, complete) of the longest prefix of `text` that closes into
-    a JSON document: the value cut short is dropped, open containers are
-    closed. complete: the document was not cut short (data may follow it).
+    a JSON document: open containers are closed, a literal cut short is
+    dropped, a string cut short becomes "" (its key stays, of unknown
+    format). complete: the document was not cut short (data may follow it).
     (_UNREAD, True) when nothing parses."""
-    closers = ""            # what closes the open containers, innermost first
-    cut, cut_closers = 0, None
+    closers = []            # what closes each open container, outermost first
+    cut, tail = None, ""
     after_colon = False
     for m in _JSON_TOKEN.finditer(text):
         token = m.group()
         first = token[0]
         if first == "{" or first == "[":
-            closers = ("}" if first == "{" else "]") + closers
-            cut, cut_closers = m.end(), closers
-            after_colon = False
-            continue
-        if first == "}" or first == "]":
-            if not closers or closers[0] != first:
+            closers.append("}" if first == "{" else "]")
+        elif first == "}" or first == "]":
+            if not closers or closers.pop() != first:
                 break
-            closers = closers[1:]
-        elif first == ",":
-            after_colon = False
+        elif first == "," or first == ":":
+            after_colon = first == ":"
             continue
-        elif first == ":":
-            after_colon = True
-            continue
-        elif first == '"' and (len(token) == 1 or token[-1] != '"'):
-            break                                   # a string cut short
+        elif not (after_colon or not closers or closers[-1] == "]"):
+            if token == '"':
+                break                               # a key cut short
+            continue                                # a key: its value is still to come
+        elif token == '"':
+            cut, tail = m.start(), '""'             # a string value cut short
+            break
         elif first != '"' and m.end() == len(text):
             break                                   # a literal that may be cut short
-        elif not (after_colon or not closers or closers[0] == "]"):
-            continue                                # an object key: no value yet
         after_colon = False
-        cut, cut_closers = m.end(), closers
+        cut = m.end()
         if not closers:
             break
-    if cut_closers is None:
+    if cut is None:
         return _UNREAD, True
     try:
-        return json.loads(text[:cut] + cut_closers), not cut_closers
+        return json.loads(text[:cut] + tail + "".join(reversed(closers))), not (closers or tail)
     except (ValueError, RecursionError):
         return _UNREAD, True
 
