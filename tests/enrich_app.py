@@ -21,6 +21,7 @@ import re
 import string
 import sys
 import uuid
+import zlib
 from typing import NamedTuple
 from urllib.parse import parse_qsl, unquote
 
@@ -99,6 +100,17 @@ class Fake:
         """16 digits in the Visa range that fail Luhn: a tracking number, not a card."""
         body = "4" + self.digits(14)
         return body + str((int(luhn_digit(body)) + 1 + self.rng.randint(0, 8)) % 10)
+
+    def luhn_non_card(self):
+        """16 digits that pass Luhn but start with 9: no card network issues those."""
+        body = "9" + self.digits(14)
+        return body + luhn_digit(body)
+
+    def iban_bad_check(self):
+        """An IBAN layout whose check digits are wrong (a payment reference)."""
+        bban = self.digits(18)
+        good = int(iban_check("DE", bban))
+        return "DE%02d%s" % ((good + 1 + self.rng.randint(0, 90)) % 97 + 2, bban)
 
     def ean13(self):
         """A valid EAN-13 barcode that is not also Luhn-valid."""
@@ -182,6 +194,11 @@ def make_data(fake):
             "lastLoginIp": fake.ipv4(), "loyaltyCard": fake.ean13(), "iban": fake.iban(),
             "createdAt": fake.millis(), "city": fake.rng.choice(["Berlin", "Leeds", "Utrecht"]),
             "session": fake.opaque(), "orders": [fake.uuid() for _ in range(2)],
+            "contacts": [{"name": fake.name(), "email": fake.email(), "phone": fake.phone_e164(),
+                          "relation": fake.rng.choice(["spouse", "parent", "friend"])} for _ in range(3)],
+            "devices": {fake.uuid(): {"ip": fake.ipv4(), "model": fake.rng.choice(["Pixel 8", "iPhone 15"]),
+                                      "lastSeen": "2024-11-%02dT08:15:00Z" % fake.rng.randint(1, 28)}
+                        for _ in range(2)},
         }
     colours = ["red", "blue", "green", "black", "white", "navy", "olive", "grey", "amber", "teal", "coral", "ivory",
                "plum", "sand", "rust", "mint"]
@@ -192,14 +209,22 @@ def make_data(fake):
                                    "updatedAt": fake.millis()}
                 for c, t in zip(colours, things)}
     accounts = {fake.iban(): round(fake.rng.uniform(0, 9000), 2) for _ in range(2)}
-    return {"users": users, "products": products, "accounts": accounts,
+    # more than the sensor's default 64 KiB body cap, in clear: read as a prefix
+    notes = "Prefers delivery after 6pm; leave parcels with the concierge. " * 25
+    customers = [{"id": 5000 + i, "email": fake.email(), "iban": fake.iban(), "segment": "retail", "notes": notes}
+                 for i in range(48)]
+    orders = [{"orderNumber": fake.rng.choice(["415", "212"]) + fake.digits(7), "zip": fake.digits(5),
+               "loyaltyId": fake.luhn_non_card(), "paymentReference": fake.iban_bad_check(),
+               "sku": fake.ean13(), "total": round(fake.rng.uniform(5, 300), 2),
+               "placedAt": "2024-10-%02dT12:00:00Z" % fake.rng.randint(1, 28)} for _ in range(4)]
+    return {"users": users, "products": products, "accounts": accounts, "customers": customers, "orders": orders,
             "decoys": {"tracking": [fake.card_like_decoy() for _ in range(6)]}}
 
 
 class Reply(NamedTuple):
     status: int
     body: object = None             # dict -> JSON, str -> as is, None -> no body
-    encoding: str = None            # gzip, br, zstd
+    encoding: str = None            # gzip, br, zstd, deflate, deflate-raw
     ctype: str = "application/json"
     headers: tuple = ()
     findings: frozenset = frozenset()   # (class, in, name) the reply carries, by the app's labels
@@ -212,6 +237,11 @@ def encode(raw, encoding):
         return brotli.compress(raw)
     if encoding == "zstd":
         return zstandard.ZstdCompressor().compress(raw)
+    if encoding == "deflate":
+        return zlib.compress(raw)
+    if encoding == "deflate-raw":
+        c = zlib.compressobj(wbits=-15)
+        return c.compress(raw) + c.flush()
     return raw
 
 
@@ -245,6 +275,13 @@ class Api:
             ("GET", "/api/v1/accounts/{iban}/balance", self.balance),
             ("DELETE", "/api/v1/subscribers/{email}", self.unsubscribe),
             ("POST", "/api/v1/integrations", self.integration),
+            ("GET", "/api/v1/users/{userId}/contacts", self.contacts),
+            ("GET", "/api/v1/users/{userId}/devices", self.devices),
+            ("GET", "/api/v1/customers/export", self.export),
+            ("POST", "/checkout", self.checkout),
+            ("GET", "/api/v1/verify", self.verify),
+            ("POST", "/api/v1/phones/{phone}/verify", self.phone_verify),
+            ("GET", "/api/v1/orders", self.orders),
         ]:
             pattern = re.compile("^%s$" % re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template))
             self.routes.append((method, template, pattern, handler))
@@ -364,6 +401,36 @@ class Api:
         return Reply(200, {"balance": self.data["accounts"][params["iban"]], "currency": "EUR",
                            "asOf": EPOCH_MS + 1234}, "gzip")
 
+    def contacts(self, params, **_):
+        u = self.data["users"][params["userId"]]
+        return Reply(200, {"contacts": u["contacts"], "updatedAt": "2024-11-02T10:00:00Z"}, "deflate",
+                     findings=body_labels("response.body", ("email", "contacts[].email"),
+                                          ("phone", "contacts[].phone")))
+
+    def devices(self, params, **_):
+        u = self.data["users"][params["userId"]]
+        return Reply(200, {"userId": u["id"], "devices": u["devices"]}, "deflate-raw",
+                     findings=body_labels("response.body", ("ip_address", "devices.{key}.ip")))
+
+    def export(self, **_):
+        return Reply(200, {"customers": self.data["customers"], "count": len(self.data["customers"])},
+                     findings=body_labels("response.body", ("email", "customers[].email"),
+                                          ("iban", "customers[].iban")))
+
+    def checkout(self, **_):
+        return Reply(303, headers=(("Location", "/orders/confirmation"),))
+
+    def verify(self, **_):
+        return Reply(200, {"match": True, "checkedAt": EPOCH_MS + 5})
+
+    def phone_verify(self, **_):
+        return Reply(202, {"status": "sent", "expiresIn": 300})
+
+    def orders(self, **_):
+        return Reply(200, {"orders": self.data["orders"], "next": None}, "gzip",
+                     headers=(("X-Request-Id", "6f1c2a9e-4b7d-4c1e-9a3f-2d8e5b7c9a10"),
+                              ("ETag", '"5d41402abc4b2a76b9719d911017c592"')))
+
     def unsubscribe(self, **_):
         return Reply(204)
 
@@ -381,7 +448,8 @@ def reply_bytes(reply):
     raw = reply.body.encode() if isinstance(reply.body, str) else json.dumps(reply.body).encode()
     headers.append(("Content-Type", reply.ctype))
     if reply.encoding:
-        headers.append(("Content-Encoding", reply.encoding))
+        # raw deflate goes out labelled plain "deflate", as some servers send it
+        headers.append(("Content-Encoding", reply.encoding.replace("deflate-raw", "deflate")))
         headers.append(("Vary", "Accept-Encoding"))
     return reply.status, headers, encode(raw, reply.encoding)
 

@@ -24,7 +24,7 @@ class Call(NamedTuple):
 
 
 # (class, in, name) a careful sensor may report or not: neither required nor counted wrong
-TOLERATED = frozenset({("secret", "request.body", "secretAccessKey")})
+TOLERATED = frozenset({("secret", "request.body", "secretAccessKey"), ("secret", "cookie", "access_token")})
 
 NONE = {"scheme": "none"}
 API_KEY_HEADER = {"scheme": "api-key-header", "name": "x-api-key"}
@@ -53,6 +53,16 @@ SHAPES = {
                                                             "file": "file:image/png"})},
     ("POST", "/soap"): {"response": ("xml", {"Envelope.Body.GetCustomerResponse.Customer.email": None})},
     ("POST", "/rpc"): {"request": ("json", {"jsonrpc": "string", "method": "string"})},
+    ("GET", "/api/v1/users/{userId}/contacts"): {"response": ("json", {
+        "contacts": "array", "contacts[].email": "string:email", "contacts[].phone": "string",
+        "updatedAt": "string:date-time"})},
+    ("GET", "/api/v1/users/{userId}/devices"): {"response": ("json", {
+        "devices.{key}.ip": "string:ipv4", "devices.{key}.lastSeen": "string:date-time"})},
+    ("GET", "/api/v1/customers/export"): {"response": ("json", {
+        "customers[].email": "string:email", "customers[].notes": "string"})},
+    ("POST", "/checkout"): {"request": ("form", {"card_number": "string", "email": "string:email"})},
+    ("GET", "/api/v1/orders"): {"response": ("json", {
+        "orders[].orderNumber": "string", "orders[].loyaltyId": "string", "orders[].placedAt": "string:date-time"})},
     ("POST", "/graphql"): {"request": ("graphql", {})},
     ("POST", "/%s/GetCustomer" % GRPC_SERVICE): {
         "request": ("protobuf", {"1": "varint"}),
@@ -185,6 +195,37 @@ def corpus_calls(fake, data):
                       hdr("request.body", ("aws_access_key", "accessKeyId"), ("aws_secret_key", "secretAccessKey"),
                           ("private_key", "sshPrivateKey")) | hdr("request.header", ("bearer_token", "authorization")),
                       opaque))
+    for uid in ("1001", "1003"):
+        for what in ("contacts", "devices"):
+            headers, auth = bearer_jwt(uid)
+            calls.append(Call("GET", "/api/v1/users/%s/%s" % (uid, what), headers,
+                              labels=hdr("request.header", ("jwt", "authorization")), auth=auth))
+    calls.append(Call("GET", "/api/v1/customers/export", (("Api-Key", fake.opaque()),),
+                      labels=hdr("request.header", ("api_key", "api-key")),
+                      auth={"scheme": "api-key-header", "name": "api-key"}))
+    u = users["1003"]
+    form = urlencode({"card_number": fake.card("mastercard"), "exp": "08/28", "name": u["name"],
+                      "email": fake.email(), "postcode": "10115"}).encode()
+    calls.append(Call("POST", "/checkout", (("Content-Type", "application/x-www-form-urlencoded"),
+                                            ("Cookie", "lang=de; sid=%s" % u["session"])), form,
+                      hdr("request.body", ("payment_card", "card_number"), ("email", "email"))
+                      | {("secret", "cookie", "sid")}, {"scheme": "cookie-session", "name": "sid"}))
+    calls.append(Call("GET", "/api/v1/verify?" + urlencode({"phone": fake.phone_e164(), "dob": fake.dob(),
+                                                           "apikey": fake.opaque()}),
+                      labels=hdr("query", ("phone", "phone"), ("date_of_birth", "dob"), ("api_key", "apikey")),
+                      auth={"scheme": "api-key-query", "name": "apikey"}))
+    for _ in range(2):
+        calls.append(Call("POST", "/api/v1/phones/%s/verify" % quote(fake.phone_e164(), safe="+"),
+                          (("Content-Type", "application/json"), ("Authorization", "Bearer " + fake.opaque())),
+                          b'{"channel": "sms", "locale": "en-GB"}',
+                          hdr("path", ("phone", "3")) | hdr("request.header", ("bearer_token", "authorization")),
+                          opaque))
+    claims = dict(CLAIMS, email=fake.email(), name=fake.name())
+    since = urlencode({"since": 1733300000000, "limit": 50, "sku": data["orders"][0]["sku"]})
+    calls.append(Call("GET", "/api/v1/orders?" + since, (("Cookie", "access_token=%s; theme=dark" % fake.jwt(claims)),),
+                      labels=frozenset({("jwt", "cookie", "access_token")}),
+                      auth={"scheme": "cookie-session", "name": "access_token", "alg": "HS256",
+                            "claims": sorted(claims)}))
     return calls
 
 
