@@ -77,6 +77,9 @@ POSITIVES = [
     ("ASIAY34FZKBOKMUTVV7A", "accessKeyId", {"aws_access_key"}),
     ("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "aws_secret_access_key", {"aws_secret_key"}),
     ("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "SecretAccessKey", {"aws_secret_key"}),
+    ("3gDQ1/AlRZwE/j1YBGaKeHkxG53NmMg9wGAqfZbM", "secretAccessKey", {"aws_secret_key"}),
+    ("/1bLuLgo33BJT+KGwPsTmYTyY5t9FeFkje89Pv+Y", "secretAccessKey", {"aws_secret_key"}),
+    ("+1bLuLgo33BJT+KGwPsTmYTyY5t9FeFkje89Pv+Y", "secretAccessKey", {"aws_secret_key"}),
     # private keys
     (pem("RSA PRIVATE KEY"), None, {"private_key"}),
     (pem("EC PRIVATE KEY"), "key", {"private_key"}),
@@ -95,6 +98,7 @@ POSITIVES = [
     ("k8Jd93hsQ0pLx7Vb2Nc4Zr6Tw1Ye5Ua3", "X-Goog-Api-Key", {"api_key"}),
     ("k8Jd93hsQ0pLx7Vb2Nc4Zr6Tw1Ye5Ua3", "x-auth-token", {"api_key"}),
     ("k8Jd93hsQ0pLx7Vb2Nc4Zr6Tw1Ye5Ua3", "key", {"api_key"}),
+    ("abc123", "x-api-key", {"api_key"}),
     ("k8Jd93hsQ0pLx7Vb2Nc4Zr6Tw1Ye5Ua3", "client_secret", {"api_key", "secret"}),
     ("k8Jd93hsQ0pLx7Vb2Nc4Zr6Tw1Ye5Ua3", "Ocp-Apim-Subscription-Key", {"api_key"}),
     # passwords, any spelling of the name
@@ -224,6 +228,8 @@ DECOYS = [
     ("Jane Doe", "passenger"),
     ("color", "key"),
     ("true", "phone_verified"),
+    ("12345678", "phone_count"),
+    ("123456789", "ssn_length"),
     ("true", "mobile"),
     ("Paris", "place_of_birth"),
     ("unknown", "dob"),

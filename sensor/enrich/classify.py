@@ -56,7 +56,7 @@ _ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
 _HEX = re.compile(r"[0-9a-f]+|[0-9A-F]+")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}|[A-Za-z0-9_-]+={0,2}")
 _HAS_DIGIT = re.compile(r"\d")
-_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s/?#]*[^\s]*")
+_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
 _EMAIL = re.compile(
     r"([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59})")
@@ -327,6 +327,8 @@ def _bearer_classes(value):
 
 # name hints (bits): classes a value validates into only under such a name
 _H_PHONE, _H_SSN, _H_DOB, _H_AWS_SECRET, _H_VERSION = 1, 2, 4, 8, 16
+# a bare "key" is a generic word in JSON: only a token-like value makes it an API key
+_H_GENERIC_KEY = 32
 
 _NAME_PART = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 _NAME_PATH = re.compile(r"[.\[\]/]+")
@@ -371,8 +373,7 @@ def _is_secret_name(words, joined, pairs, api_key):
 def _name_info(name):
     """(classes any credential-like value takes, hint bits) of a key name;
     the last component of a key path counts."""
-    last = _NAME_PATH.split(name.strip())
-    last = next((p for p in reversed(last) if p), "")
+    last = next((part for part in reversed(_NAME_PATH.split(name.strip())) if part), "")
     words = tuple(w.lower() for w in _NAME_PART.findall(last))
     if not words:
         return (), 0
@@ -388,8 +389,10 @@ def _name_info(name):
         hints |= _H_VERSION
     if "secret" in joined and ("aws" in words or "secretaccesskey" in joined):
         hints |= _H_AWS_SECRET
+    if words == ("key",):
+        hints |= _H_GENERIC_KEY
     if words[0] in _META_FIRST or words[-1] in _META_LAST:
-        return (), hints
+        return (), hints & ~(_H_PHONE | _H_SSN)     # phone_count, ssn_verified: not the value itself
     classes = []
     if not _PASSWORD_WORDS.isdisjoint(words) or "password" in joined or "passwd" in joined:
         classes.append("password")
@@ -415,12 +418,11 @@ def name_classes(name):
     return classes + tuple(c for bit, c in _HINTED if hints & bit)
 
 
-def _credential_like(value, named):
+def _credential_like(value, hints):
     v = value.strip()
     if not v or (len(v) <= 9 and v.lower() in _NOT_CREDENTIALS) or not v.strip("*•"):
         return False
-    # a bare "key" is a generic word in JSON; only a token-like value makes it an API key
-    return named != ("api_key",) or (len(v) >= 16 and " " not in v)
+    return not hints & _H_GENERIC_KEY or (len(v) >= 16 and " " not in v)
 
 
 _OWN_CREDENTIALS = frozenset(("private_key", "aws_secret_key", "bearer_token"))
@@ -430,6 +432,8 @@ def _value_only_classes(value, hints):
     """Classes the value has by itself (and, for hinted classes, with the
     name's hint bits)."""
     n = len(value)
+    if n == 40 and hints & _H_AWS_SECRET and _AWS_SECRET.fullmatch(value):
+        return ("aws_secret_key",)
     c = value[0]
     if c in _DIGITS:
         if n > 45:
@@ -461,10 +465,10 @@ def _value_only_classes(value, hints):
         return found
     if c == "+" or c == "(":
         return ("phone",) if _is_phone(value, hints & _H_PHONE) else ()
-    if "@" in value:
-        return ("email",) if _is_email(value) else ()
     if n >= 40 and _is_private_key(value):
         return ("private_key",)
+    if "@" in value:
+        return ("email",) if _is_email(value) else ()
     if c in _LETTERS:
         if c == "e" and _is_jwt(value):
             return ("jwt",)
@@ -472,8 +476,6 @@ def _value_only_classes(value, hints):
             return _bearer_classes(value)
         if n == 20 and value[:4] in _AWS_KEY_PREFIXES and _AWS_KEY_TAIL.fullmatch(value, 4):
             return ("aws_access_key",)
-        if n == 40 and hints & _H_AWS_SECRET and _AWS_SECRET.fullmatch(value):
-            return ("aws_secret_key",)
         if 15 <= n <= 42 and value[1] in _LETTERS and value[2:4].isdigit() and _is_iban(value):
             return ("iban",)
         if hints & _H_DOB and _is_birth_date(value):
@@ -494,7 +496,7 @@ def value_classes(value, name=None):
     else:
         named, hints = (), 0
     found = _value_only_classes(value, hints)
-    if not named or not _credential_like(value, named):
+    if not named or not _credential_like(value, hints):
         return found
     if not found:
         return named
