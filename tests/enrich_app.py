@@ -41,6 +41,10 @@ def luhn_digit(digits):
     return str(-total % 10)
 
 
+def luhn_complete(body):
+    return body + luhn_digit(body)
+
+
 def luhn_valid(number):
     return luhn_digit(number[:-1]) == number[-1]
 
@@ -73,6 +77,13 @@ class Fake:
         self.planted[value] = kind
         return value
 
+    def fresh(self, make, kind="text"):
+        """Plants the first value `make()` gives that was not planted before."""
+        while True:
+            value = make()
+            if value not in self.planted:
+                return self.plant(value, kind)
+
     def digits(self, n):
         return "".join(self.rng.choice(string.digits) for _ in range(n))
 
@@ -93,8 +104,7 @@ class Fake:
         prefix, length = {"visa": ("4" + self.digits(5), 16),
                           "mastercard": (str(self.rng.randint(51, 55)) + self.digits(4), 16),
                           "amex": (self.rng.choice(["34", "37"]) + self.digits(4), 15)}[brand]
-        body = prefix + self.digits(length - 1 - len(prefix))
-        return self.plant(body + luhn_digit(body), "card")
+        return self.fresh(lambda: luhn_complete(prefix + self.digits(length - 1 - len(prefix))), "card")
 
     def card_like_decoy(self):
         """16 digits in the Visa range that fail Luhn: a tracking number, not a card."""
@@ -103,8 +113,7 @@ class Fake:
 
     def luhn_non_card(self):
         """16 digits that pass Luhn but start with 9: no card network issues those."""
-        body = "9" + self.digits(14)
-        return body + luhn_digit(body)
+        return luhn_complete("9" + self.digits(14))
 
     def iban_bad_check(self):
         """An IBAN layout whose check digits are wrong (a payment reference)."""
@@ -121,34 +130,36 @@ class Fake:
                 return body + check
 
     def iban(self):
-        country = self.rng.choice(["DE", "GB", "NL"])
-        bban = {"DE": lambda: self.digits(18),
-                "GB": lambda: "NWBK" + self.digits(14),
-                "NL": lambda: "ABNA" + self.digits(10)}[country]()
-        return self.plant(country + iban_check(country, bban) + bban)
+        def make():
+            country = self.rng.choice(["DE", "GB", "NL"])
+            bban = {"DE": lambda: self.digits(18),
+                    "GB": lambda: "NWBK" + self.digits(14),
+                    "NL": lambda: "ABNA" + self.digits(10)}[country]()
+            return country + iban_check(country, bban) + bban
+        return self.fresh(make)
 
     def ssn(self):
-        area = self.rng.choice([a for a in range(1, 900) if a != 666])
-        return self.plant("%03d-%02d-%04d" % (area, self.rng.randint(1, 99), self.rng.randint(1, 9999)))
+        return self.fresh(lambda: "%03d-%02d-%04d" % (self.rng.choice([a for a in range(1, 900) if a != 666]),
+                                                      self.rng.randint(1, 99), self.rng.randint(1, 9999)))
 
     def phone_e164(self):
-        return self.plant(self.rng.choice(["+1415555", "+1212555", "+4420794"]) + self.digits(4), "phone")
+        return self.fresh(lambda: self.rng.choice(["+1415555", "+1212555", "+4420794"]) + self.digits(4), "phone")
 
     def phone_national(self):
-        return self.plant("(%s) 555-%s" % (self.rng.choice(["415", "312", "617"]), self.digits(4)), "phone")
+        return self.fresh(lambda: "(%s) 555-%s" % (self.rng.choice(["415", "312", "617"]), self.digits(4)), "phone")
 
     def ipv4(self):
-        return self.plant("%s.%d" % (self.rng.choice(["203.0.113", "198.51.100"]), self.rng.randint(2, 254)))
+        return self.fresh(lambda: "%s.%d" % (self.rng.choice(["203.0.113", "198.51.100"]), self.rng.randint(2, 254)))
 
     def dob(self):
-        return self.plant("%d-%02d-%02d" % (self.rng.randint(1950, 2001), self.rng.randint(1, 12),
-                                            self.rng.randint(1, 28)))
+        return self.fresh(lambda: "%d-%02d-%02d" % (self.rng.randint(1950, 2001), self.rng.randint(1, 12),
+                                                    self.rng.randint(1, 28)))
 
     def password(self):
-        return self.plant(self.token(6) + self.rng.choice("!#%&*") + self.token(8))
+        return self.fresh(lambda: self.token(6) + self.rng.choice("!#%&*") + self.token(8))
 
     def opaque(self, prefix=""):
-        return self.plant(prefix + self.token(32))
+        return self.fresh(lambda: prefix + self.token(32))
 
     def hex_id(self, prefix=""):
         return prefix + self.token(24, "0123456789abcdef")
@@ -204,7 +215,8 @@ def make_data(fake):
                "plum", "sand", "rust", "mint"]
     things = ["shoes", "hat", "scarf", "jacket", "socks", "gloves", "boots", "belt", "bag", "cap", "vest", "shorts",
               "parka", "beanie", "sandals", "hoodie"]
-    products = {"%s-%s" % (c, t): {"name": "%s %s" % (c.title(), t), "gtin": fake.ean13(),
+    # slugs are values too: none may leave before the route learner folds them
+    products = {fake.plant("%s-%s" % (c, t)): {"name": "%s %s" % (c.title(), t), "gtin": fake.ean13(),
                                    "price": round(fake.rng.uniform(5, 200), 2), "stock": fake.rng.randint(0, 90),
                                    "updatedAt": fake.millis()}
                 for c, t in zip(colours, things)}
@@ -218,6 +230,7 @@ def make_data(fake):
                "sku": fake.ean13(), "total": round(fake.rng.uniform(5, 300), 2),
                "placedAt": "2024-10-%02dT12:00:00Z" % fake.rng.randint(1, 28)} for _ in range(4)]
     return {"users": users, "products": products, "accounts": accounts, "customers": customers, "orders": orders,
+            "request_id": fake.plant(fake.uuid()),
             "decoys": {"tracking": [fake.card_like_decoy() for _ in range(6)]}}
 
 
@@ -428,7 +441,7 @@ class Api:
 
     def orders(self, **_):
         return Reply(200, {"orders": self.data["orders"], "next": None}, "gzip",
-                     headers=(("X-Request-Id", "6f1c2a9e-4b7d-4c1e-9a3f-2d8e5b7c9a10"),
+                     headers=(("X-Request-Id", self.data["request_id"]),
                               ("ETag", '"5d41402abc4b2a76b9719d911017c592"')))
 
     def unsubscribe(self, **_):

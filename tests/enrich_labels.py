@@ -28,7 +28,7 @@ TOLERATED = frozenset({("secret", "request.body", "secretAccessKey"), ("secret",
 
 NONE = {"scheme": "none"}
 API_KEY_HEADER = {"scheme": "api-key-header", "name": "x-api-key"}
-CLAIMS = {"sub": "user-1001", "email": None, "name": None, "iat": 1733300000, "exp": 1733303600,
+CLAIMS = {"sub": None, "email": None, "name": None, "iat": 1733300000, "exp": 1733303600,
           "scope": "orders:read profile"}
 
 # Expected shapes per route: key path -> type. "integer"/"float" accept the
@@ -86,7 +86,7 @@ def corpus_calls(fake, data):
     calls = [Call("GET", "/health", auth=NONE)]
 
     def bearer_jwt(uid, alg="HS256"):
-        claims = dict(CLAIMS, sub="user-%s" % uid, email=fake.email(), name=fake.name())
+        claims = dict(CLAIMS, sub=fake.opaque("auth0|"), email=fake.email(), name=fake.name())
         token = fake.jwt(claims, alg)
         return (("Authorization", "Bearer " + token),), jwt_auth(alg, claims)
 
@@ -101,7 +101,8 @@ def corpus_calls(fake, data):
     for slug in data["products"]:
         calls.append(Call("GET", "/api/v1/products/" + slug, auth=NONE))
     api_key_q = {"scheme": "api-key-query", "name": "api_key"}
-    calls.append(Call("GET", "/api/v1/search?" + urlencode({"q": "running shoes", "page": 2, "api_key": fake.opaque()}),
+    query = fake.plant("trail runner " + fake.token(6).lower())     # not sensitive, still a value
+    calls.append(Call("GET", "/api/v1/search?" + urlencode({"q": query, "page": 2, "api_key": fake.opaque()}),
                       labels=hdr("query", ("api_key", "api_key")), auth=api_key_q))
     calls.append(Call("GET", "/api/v1/search?" + urlencode({"q": fake.email(), "page": 1, "api_key": fake.opaque()}),
                       labels=hdr("query", ("api_key", "api_key"), ("email", "q")), auth=api_key_q))
@@ -220,7 +221,7 @@ def corpus_calls(fake, data):
                           b'{"channel": "sms", "locale": "en-GB"}',
                           hdr("path", ("phone", "3")) | hdr("request.header", ("bearer_token", "authorization")),
                           opaque))
-    claims = dict(CLAIMS, email=fake.email(), name=fake.name())
+    claims = dict(CLAIMS, sub=fake.opaque("auth0|"), email=fake.email(), name=fake.name())
     since = urlencode({"since": 1733300000000, "limit": 50, "sku": data["orders"][0]["sku"]})
     calls.append(Call("GET", "/api/v1/orders?" + since, (("Cookie", "access_token=%s; theme=dark" % fake.jwt(claims)),),
                       labels=frozenset({("jwt", "cookie", "access_token")}),
@@ -237,7 +238,7 @@ def grpc_calls(fake):
             ("GetCustomer", pb_message([(1, 1003)]), frozenset()),
             ("UpdateContact", pb_message([(1, 1002), (2, fake.email()), (3, fake.phone_e164())]),
              hdr("request.body", ("email", "2"), ("phone", "3")))]:
-        claims = dict(CLAIMS, email=fake.email(), name=fake.name())
+        claims = dict(CLAIMS, sub=fake.opaque("auth0|"), email=fake.email(), name=fake.name())
         calls.append(Call("POST", "/%s/%s" % (GRPC_SERVICE, method), (("authorization", "Bearer " + fake.jwt(claims)),),
                           request, labels | hdr("request.header", ("jwt", "authorization")), jwt_auth("HS256", claims)))
     return calls
