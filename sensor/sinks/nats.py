@@ -19,6 +19,7 @@ the flow's Community ID lead each record); the same capture replayed twice
 within the window does, and is deduped unless each run sets its own `id=`.
 """
 import asyncio
+import concurrent.futures
 import hashlib
 import socket
 import threading
@@ -29,6 +30,7 @@ import nats.errors
 from nats.js.api import StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
+from . import OutputError
 from .base import Transport, TransportError
 
 # what a failed connect or publish can raise (timeouts apart)
@@ -37,59 +39,85 @@ _NATS_ERRORS = (nats.errors.Error, OSError)
 
 class NatsTransport(Transport):
     scheme = "nats"
+    acks = True
 
     def __init__(self, url, options):
         super().__init__(url, options)
         query = dict(parse_qsl(url.query))
         self.subject = url.path.strip("/")
         if not self.subject:
-            raise ValueError(f"{url.geturl()}: no subject (nats://host:port/SUBJECT)")
+            raise OutputError(f"{url.geturl()}: no subject (nats://host:port/SUBJECT)")
         self.stream = query.get("stream")
         self.create = query.get("create") == "1"
         if self.create and not self.stream:
-            raise ValueError(f"{url.geturl()}: create=1 needs stream=NAME")
-        self.dupe_window = float(query.get("dupe_window", 120))
-        self.timeout = float(query.get("timeout", 5))
+            raise OutputError(f"{url.geturl()}: create=1 needs stream=NAME")
+        try:
+            self.dupe_window = float(query.get("dupe_window", 120))
+            self.timeout = float(query.get("timeout", 5))
+        except ValueError as e:
+            raise OutputError(f"{url.geturl()}: {e}") from None
         self.id_prefix = query.get("id") or socket.gethostname()
         self.server = f"nats://{url.netloc}"
         self.acked = 0          # records the stream acknowledged
         self.duplicates = 0     # of those, copies the stream had already (dropped by msg id)
         self.last_error = None  # the client's latest asynchronous error (disconnects)
         self._nc = self._js = None
-        self._loop = asyncio.new_event_loop()
-        # nats-py is asyncio: its loop runs in this thread so pings and
-        # reconnects go on between sends; send() hands it coroutines.
-        self._thread = threading.Thread(target=self._loop.run_forever, name="nats-sink", daemon=True)
-        self._thread.start()
+        self._loop = self._thread = None
+        self._inflight = None   # the concurrent future send() or open() waits on
 
     def msg_id(self, record):
         return f"{self.id_prefix}-{hashlib.blake2b(record, digest_size=16).hexdigest()}"
 
     def _run(self, coro, what):
+        """Runs `coro` on the client's loop within the timeout; its failures,
+        and a close() from another thread meanwhile, as TransportError."""
+        loop = self._loop
         try:
-            return asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, self.timeout), self._loop).result()
-        except asyncio.TimeoutError:
-            # the client retries on its own until then: its last error says why
-            why = f" (last error: {self.last_error!r})" if self.last_error else ""
-            raise TransportError(f"nats {self.server}: {what}: no answer in {self.timeout:g} s{why}") from None
+            if loop is None or loop.is_closed():
+                coro.close()
+                raise TransportError(f"nats {self.server}: {what}: closed")
+            self._inflight = asyncio.run_coroutine_threadsafe(asyncio.wait_for(coro, self.timeout), loop)
+            # the backstop covers a loop stopped by close() before it ran the coroutine
+            return self._inflight.result(self.timeout + 1)
+        except (asyncio.TimeoutError, concurrent.futures.TimeoutError):
+            # a lost connection shows here too (PubAcks never come)
+            raise TransportError(f"nats {self.server}: {what}: no answer in {self.timeout:g} s{self._why()}") from None
         except _NATS_ERRORS as e:
-            raise TransportError(f"nats {self.server}: {what}: {e!r}") from None
+            raise TransportError(f"nats {self.server}: {what}: {str(e) or type(e).__name__}{self._why()}") from None
+        except concurrent.futures.CancelledError:       # connection lost, or close() from another thread
+            raise TransportError(f"nats {self.server}: {what}: connection closed{self._why()}") from None
+        finally:
+            self._inflight = None
+
+    def _why(self):
+        """The client's last asynchronous error: what a timeout or NoServersError hides."""
+        return f" (last error: {self.last_error!r})" if self.last_error else ""
 
     def open(self):
+        self.close()
+        # nats-py is asyncio: its loop runs in a thread of its own so pings go
+        # on between sends; send() hands it coroutines
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="nats-sink", daemon=True)
+        self._thread.start()
         self._run(self._connect(), "connect")
 
     async def _on_error(self, e):
         self.last_error = e
 
+    async def _on_closed(self):
+        # the server went away: the PubAcks awaited will never come, fail now
+        nc, inflight = self._nc, self._inflight
+        if nc is not None and nc.is_closed and inflight is not None:
+            inflight.cancel()
+
     async def _connect(self):
-        if self._nc is not None:
-            await self._nc.close()
-            self._nc = None
-        # reconnects forever: a server away is the queue's to wait out (with
-        # its spool), each send() failing on its PubAck timeout meanwhile
-        nc = await nats.connect(
-            self.server, name="sensor", connect_timeout=self.timeout, allow_reconnect=True,
-            max_reconnect_attempts=-1, reconnect_time_wait=0.5, error_cb=self._on_error)
+        # no reconnects inside the client: a lost connection fails the send,
+        # and the delivery queue opens again with its backoff (and spools)
+        # (max_reconnect_attempts=1, no wait: the first connect fails fast too)
+        nc = await nats.connect(self.server, name="sensor", connect_timeout=self.timeout, allow_reconnect=False,
+                                max_reconnect_attempts=1, reconnect_time_wait=0, error_cb=self._on_error,
+                                closed_cb=self._on_closed)
         js = nc.jetstream(timeout=self.timeout)
         try:
             await self._check_stream(js)
@@ -116,18 +144,19 @@ class NatsTransport(Transport):
                 duplicate_window=self.dupe_window))
 
     def send(self, batch):
-        if self._nc is None or self._nc.is_closed:
-            self.open()
-        acks = self._run(self._publish(batch), f"publish of {len(batch)} records")
+        js = self._js
+        if js is None:
+            raise TransportError(f"nats {self.server}: not connected")
+        acks = self._run(self._publish(js, batch), f"publish of {len(batch)} records")
         self.acked += len(acks)
         self.duplicates += sum(1 for a in acks if a.duplicate)
 
-    async def _publish(self, batch):
+    async def _publish(self, js, batch):
         # all publishes go out before the first PubAck is awaited (pipelined)
         futures = []
         try:
             for record in batch:
-                futures.append(await self._js.publish_async(
+                futures.append(await js.publish_async(
                     self.subject, record, stream=self.stream, headers={"Nats-Msg-Id": self.msg_id(record)}))
             return await asyncio.gather(*futures)
         finally:
@@ -135,14 +164,18 @@ class NatsTransport(Transport):
                 f.cancel()  # the ones still waiting: frees their slots in the client
 
     def close(self):
-        if self._loop.is_closed():
+        loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
+        if loop is None:
             return
-        if self._nc is not None:
+        inflight = self._inflight
+        if inflight is not None:
+            inflight.cancel()       # a send() blocked in another thread returns now
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is not None:
             try:
-                self._run(self._nc.close(), "close")
-            except TransportError:
+                asyncio.run_coroutine_threadsafe(nc.close(), loop).result(self.timeout)
+            except Exception:   # closing is best effort: the loop goes anyway
                 pass
-            self._nc = None
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join()
-        self._loop.close()
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
