@@ -138,6 +138,8 @@ POSITIVES = [
     ("2001:db8::1", None, {"ip_address"}),
     ("fe80::1ff:fe23:4567:890a", "lastLoginIp", {"ip_address"}),
     ("::ffff:192.0.2.128", None, {"ip_address"}),
+    ("203.0.113.7, 198.51.100.23", "x-forwarded-for", {"ip_address"}),
+    ("fe80::1,10.0.0.1", None, {"ip_address"}),
     # dates of birth, by name
     ("1990-01-15", "dob", {"date_of_birth"}),
     ("1990-01-15", "dateOfBirth", {"date_of_birth"}),
@@ -174,6 +176,8 @@ DECOYS = [
     ("1.2.3.4", "version"),
     ("10.0.0.1", "appVersion"),
     ("0.0.0.0", None),
+    ("203.0.113.7, unknown", "x-forwarded-for"),
+    ("1.2.3.4, 1.2.3.5", "versions"),
     ("::", None),
     ("2024-01-15", "created_at"),
     ("2024-01-15", None),

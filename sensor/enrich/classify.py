@@ -168,6 +168,11 @@ def value_format(value):
 
 # -- value classes
 
+# name hints (bits): classes a value validates into only under such a name
+_H_PHONE, _H_SSN, _H_DOB, _H_AWS_SECRET, _H_VERSION = 1, 2, 4, 8, 16
+# a bare "key" is a generic word in JSON: only a token-like value makes it an API key
+_H_GENERIC_KEY = 32
+
 _LUHN_DOUBLE = str.maketrans("0123456789", "0246813579")    # digit sum of 2*d
 _MAESTRO = frozenset((5018, 5020, 5038, 5893, 6304, 6759, 6761, 6762, 6763))
 
@@ -303,6 +308,20 @@ def _is_birth_date(value):
     return month is not None and 1900 <= int(m[5]) <= 2100 and _valid_date(int(m[5]), month, int(m[1] or m[4]))
 
 
+def _is_ip(value, hints):
+    """A valid IPv4 (not 0.0.0.0, not a version under a version name) or IPv6 (not ::) literal."""
+    if _is_ipv4(value):
+        return value != "0.0.0.0" and not hints & _H_VERSION
+    return value != "::" and _is_ipv6(value)
+
+
+def _is_ip_list(value, hints):
+    """One address, or a list of them as X-Forwarded-For carries."""
+    if "," not in value:
+        return _is_ip(value, hints)
+    return len(value) <= 1024 and all(_is_ip(part.strip(), hints) for part in value.split(","))
+
+
 _AWS_KEY_PREFIXES = frozenset(("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA"))
 _AWS_KEY_TAIL = re.compile(r"[A-Z2-7]{16}")
 _AWS_SECRET = re.compile(r"[A-Za-z0-9/+]{40}")
@@ -325,17 +344,12 @@ def _bearer_classes(value):
 
 # -- names
 
-# name hints (bits): classes a value validates into only under such a name
-_H_PHONE, _H_SSN, _H_DOB, _H_AWS_SECRET, _H_VERSION = 1, 2, 4, 8, 16
-# a bare "key" is a generic word in JSON: only a token-like value makes it an API key
-_H_GENERIC_KEY = 32
-
 _NAME_PART = re.compile(r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|\d+")
 _NAME_PATH = re.compile(r"[.\[\]/]+")
 _PASSWORD_WORDS = frozenset(("password", "passwd", "pwd", "pass", "passphrase", "passcode"))
 _PHONE_WORDS = frozenset(("phone", "telephone", "tel", "mobile", "msisdn", "fax", "cell", "cellphone"))
 _DOB_WORDS = frozenset(("dob", "birthdate", "birthday", "bday", "birth", "dateofbirth"))
-_VERSION_WORDS = frozenset(("version", "ver", "build", "release"))
+_VERSION_WORDS = frozenset(("version", "versions", "ver", "build", "builds", "release"))
 _SESSION_ENDS = frozenset(("session", "id", "key", "token", "cookie", "secret", "sessionid", "sessid"))
 # pagination tokens are not credentials
 _PUBLIC_TOKEN_OWNERS = frozenset(("page", "next", "continuation", "sync", "pagination", "cursor"))
@@ -454,10 +468,8 @@ def _value_only_classes(value, hints):
             return found + ("us_ssn",) if d.isdigit() and _ssn_ok(d) else found
         if "@" in value:
             return ("email",) if _is_email(value) else ()
-        if ":" in value:
-            return ("ip_address",) if _is_ipv6(value) and value != "::" else found
-        if _is_ipv4(value):
-            return ("ip_address",) if value != "0.0.0.0" and not hints & _H_VERSION else ()
+        if "," in value or ":" in value or _is_ipv4(value):
+            return ("ip_address",) if _is_ip_list(value, hints) else found
         if c != "0" and n <= 23 and ("-" in value or " " in value) and _is_card(value):
             return ("payment_card",)
         if not found and _is_phone(value, hints & _H_PHONE):
@@ -480,7 +492,7 @@ def _value_only_classes(value, hints):
             return ("iban",)
         if hints & _H_DOB and _is_birth_date(value):
             return ("date_of_birth",)
-    if ":" in value and _is_ipv6(value) and value != "::":
+    if ":" in value and _is_ip_list(value, hints):
         return ("ip_address",)
     return ()
 
