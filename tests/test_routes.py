@@ -82,6 +82,42 @@ def test_sibling_resources_stay_literal():
     assert {route(learner, f"/catalog/{r}") for r in many[:12]} == {f"/catalog/{r}" for r in many[:12]}
 
 
+def test_siblings_going_different_ways_are_not_folded():
+    sections = [f"part{c}" for c in "abcdefghijkl"]
+    paths = [f"/docs/{s}/{('intro', 'setup', 'faq')[i % 3]}" for i, s in enumerate(sections)]
+    learner = learn(paths)
+    assert {route(learner, p) for p in paths} == set(paths)
+    # the same siblings all going one way are values
+    learner = learn([f"/docs/{s}/intro" for s in sections])
+    assert route(learner, "/docs/parta/intro") == "/docs/{docId}/intro"
+
+
+SUBRESOURCES = ["issues", "pulls", "commits", "branches", "tags", "releases", "contents", "actions", "hooks",
+                "keys", "forks", "stargazers", "topics", "labels"]
+
+
+def test_subresources_after_a_parameter_stay_literal():
+    rnd = random.Random(3)
+    paths = [f"/repos/101/{sub}" for sub in SUBRESOURCES]    # one client walks them all first
+    for repo in range(102, 130):
+        paths += [f"/repos/{repo}/{sub}" for sub in rnd.sample(SUBRESOURCES, 4)]
+    learner = learn(paths)
+    for sub in SUBRESOURCES:
+        r = learner.resolve("shop.example", f"/repos/777/{sub}")
+        assert r.route == f"/repos/{{repoId}}/{sub}" and r.settled
+
+
+def test_slugs_after_slugs_fold_level_by_level():
+    rnd = random.Random(4)
+    owners = ["".join(rnd.choices(string.ascii_lowercase, k=7)) for _ in range(15)]
+    paths = [f"/repos/{owner}/{''.join(rnd.choices(string.ascii_lowercase, k=6))}" for owner in owners
+             for _ in range(3)]
+    learner = learn(paths)
+    assert {route(learner, p) for p in paths} == {"/repos/{repoId}/{id}"}
+    r = learner.resolve("shop.example", paths[0])
+    assert r.settled and r.masked == "/repos/{repoId}/{id}"
+
+
 def test_a_position_past_max_distinct_holds_values():
     learner = learn([f"/api/{w}" for w in ("".join(random.Random(i).choices("xyz", k=9)) for i in range(200))])
     assert route(learner, "/api/xyzzyx") == "/api/{id}"

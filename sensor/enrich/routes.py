@@ -24,11 +24,16 @@ A segment is, on its own (see `segment_type`):
   health, openapi.json): never folded into a parameter;
 - else a plain literal, which stays literal until its position proves to
   hold values: more than `min_distinct` distinct plain literals under one
-  parent, at least `min_ratio` of the observations there being distinct,
-  and the siblings sharing a continuation (the same next segment, or ending
-  there). Under the root, a namespace or a version, positions hold
-  resource names (/api/users, /api/orders, ...) and fold only when they
-  exceed `max_distinct`, which bounds every position anyway.
+  parent, most of them seen fewer than `settle_count` times (resource names
+  are called again and again, ids and slugs mostly a few times each), and
+  half the siblings sharing a continuation (ending there, a parameter, the
+  same next literal, or next literals of their own). Positions right under the root, a namespace or a version hold
+  resource names (/api/users, /api/orders, ...) and fold only past
+  `max_distinct`, which bounds every position anyway. Right after a
+  parameter, a literal seen under two values of it is a sub-resource
+  (/users/{userId}/orders) and kept; the position folds only once its
+  literals came under two values (one client walking all the sub-resources
+  of one repository is not a set of values).
 
 Memory is bounded: `max_distinct` plain literals a position, `max_nodes`
 nodes a host, `max_total_nodes` overall, `max_hosts` hosts (later hosts
@@ -159,21 +164,22 @@ def _param_name(parent, parent_kind):
 
 
 class _Node:
-    __slots__ = ("children", "param", "count", "ends", "literal_obs", "pinned", "namespace",
-                 "variable", "name", "distinct", "seen")
+    __slots__ = ("children", "param", "count", "ends", "pinned", "namespace", "variable", "name",
+                 "is_param", "distinct", "seen", "parents")
 
-    def __init__(self, pinned=False, namespace=False):
-        self.children = {}      # plain or kept literal segment -> _Node
+    def __init__(self, pinned=False, namespace=False, is_param=False):
+        self.children = {}      # literal segment -> _Node
         self.param = None       # the _Node of the values at this child position
         self.count = 0          # observations that reached this node
         self.ends = 0           # ... and ended here
-        self.literal_obs = 0    # observations that went on to a plain literal child
-        self.pinned = pinned    # a kept literal or hinted: never folded
+        self.pinned = pinned    # kept, hinted or a sub-resource: never folded
         self.namespace = namespace  # root, namespace or version: children are resource names
-        self.variable = UNDECIDED
+        self.variable = UNDECIDED   # how the child position was decided
         self.name = None        # parameter name forced by a hint
-        self.distinct = 0       # distinct plain values seen at a LEARNED position (for confidence)
-        self.seen = None        # their hashes until `distinct` is conclusive
+        self.is_param = is_param
+        self.distinct = 0       # parameter node: distinct values seen, up to `_conclusive`
+        self.seen = set() if is_param else None     # ... their hashes until then
+        self.parents = None     # literal under a parameter: hashes of the values it came under
 
 
 class _Tree:
@@ -241,11 +247,10 @@ def _host_without_port(host):
 
 
 class RouteLearner:
-    def __init__(self, hints=None, min_distinct=10, min_ratio=0.5, max_distinct=64, settle_count=10,
+    def __init__(self, hints=None, min_distinct=10, max_distinct=64, settle_count=10,
                  max_nodes=10000, max_total_nodes=200000, max_hosts=1024, max_depth=64, cache_size=65536):
         self.hints = list(hints or ())
         self.min_distinct = min_distinct
-        self.min_ratio = min_ratio
         self.max_distinct = max_distinct
         self.settle_count = settle_count
         self.max_nodes = max_nodes
@@ -253,6 +258,7 @@ class RouteLearner:
         self.max_hosts = max_hosts
         self.max_depth = max_depth
         self.cache_size = cache_size
+        self.conclusive = 2 * min_distinct     # distinct values that make a learned parameter sure
         self.trees = {}             # lowercased host -> _Tree
         self.overflow = None        # the tree shared by hosts beyond max_hosts
         self.cache = {}             # (host, path) -> (tree, its generation, Resolution)
@@ -271,8 +277,6 @@ class RouteLearner:
             if depth == self.max_depth:
                 break
             kind = _kind(seg, depth, prev)
-            depth += 1
-            prev = seg
             child = node.children.get(seg)
             if child is None:
                 if kind == VALUE or (kind == KEEP and node.variable == FORCED):     # the hint wins
@@ -281,12 +285,16 @@ class RouteLearner:
                     child = self._new_literal(tree, node, seg, kind == KEEP)
                 if child is None:       # the tree is full
                     return
-            elif not child.pinned:
-                node.literal_obs += 1
-                if child.count < self.settle_count:
-                    tree.generation += 1  # its confidence and settledness follow its count
+            elif not child.pinned and child.count < self.settle_count:
+                tree.generation += 1    # its confidence and settledness follow its count
+            if child.is_param:
+                self._note_value(tree, child, hash(seg))
+            elif node.is_param and not child.pinned:
+                self._note_parent(tree, child, {hash(prev)})
             child.count += 1
             node = child
+            prev = seg
+            depth += 1
         node.ends += 1
 
     def resolve(self, host, path):
@@ -341,11 +349,10 @@ class RouteLearner:
 
     def _add(self, tree, parent, seg, pinned):
         """A new child node: under `seg`, or the parameter node when seg is None."""
-        node = _Node(pinned, pinned and (seg.lower() in NAMESPACES or _is_version(seg)))
         if seg is None:
-            parent.param = node
+            node = parent.param = _Node(is_param=True)
         else:
-            parent.children[seg] = node
+            node = parent.children[seg] = _Node(pinned, pinned and (seg.lower() in NAMESPACES or _is_version(seg)))
         tree.nodes += 1
         self.total_nodes += 1
         tree.generation += 1
@@ -362,9 +369,7 @@ class RouteLearner:
         parameter node when its position holds values (or now does)."""
         if keep:
             return None if self._full(tree) else self._add(tree, node, seg, True)
-        node.literal_obs += 1
         if node.variable:
-            self._note_value(tree, node, seg)
             return node.param or self._new_param(tree, node)
         if self._full(tree):
             self._collapse(tree, node)
@@ -379,11 +384,17 @@ class RouteLearner:
         plain = [c for c in node.children.values() if not c.pinned]
         if len(plain) > self.max_distinct:
             return True
-        if node.namespace or len(plain) <= self.min_distinct or len(plain) < self.min_ratio * node.literal_obs:
+        if node.namespace or len(plain) <= self.min_distinct or (node.is_param and node.distinct < 2):
             return False
+        if sum(c.count < self.settle_count for c in plain) * 2 <= len(plain):
+            return False
+        shared = {}             # next literal -> how many siblings it follows
+        for child in plain:
+            for key in child.children:
+                shared[key] = shared.get(key, 0) + 1
         votes, voters = {}, 0
         for child in plain:
-            nexts = set(child.children)
+            nexts = {key if shared[key] > 1 else "*" for key in child.children}    # "*": its own words
             if child.param:
                 nexts.add("{}")
             if child.ends:
@@ -399,15 +410,17 @@ class RouteLearner:
         target = node.param
         for seg in folded:
             child = node.children.pop(seg)
-            if target is None:
-                target = node.param = child     # reused: no new node
+            for grandchild in child.children.values():
+                if not grandchild.pinned:
+                    self._note_parent(tree, grandchild, {hash(seg)})
+            if target is None:      # reused: no new node
+                target = node.param = child
+                child.is_param, child.seen = True, set()
             else:
                 self._merge(tree, target, child)
+            self._note_value(tree, target, hash(seg))
         if node.variable == UNDECIDED:
             node.variable = LEARNED
-            node.distinct = len(folded)
-            if node.distinct < 2 * self.min_distinct:
-                node.seen = {hash(seg) for seg in folded}
         tree.generation += 1
         if target is not None:
             self._recheck(tree, target)
@@ -415,10 +428,17 @@ class RouteLearner:
     def _merge(self, tree, into, node):
         into.count += node.count
         into.ends += node.ends
-        into.literal_obs += node.literal_obs
         into.pinned |= node.pinned
         if node.variable > into.variable:
-            into.variable, into.name, into.distinct, into.seen = node.variable, node.name, node.distinct, node.seen
+            into.variable, into.name = node.variable, node.name
+        if node.is_param:
+            if node.seen is None or into.seen is None:
+                into.seen, into.distinct = None, max(into.distinct, node.distinct, self.conclusive)
+            else:
+                for h in node.seen:
+                    self._note_value(tree, into, h)
+        if node.parents:
+            self._note_parent(tree, into, node.parents)
         for seg, child in node.children.items():
             same = into.children.get(seg)
             if same is None:
@@ -442,15 +462,24 @@ class RouteLearner:
         if any(not c.pinned for c in node.children.values()) and (node.variable or self._holds_values(node)):
             self._collapse(tree, node)
 
-    def _note_value(self, tree, node, seg):
-        if node.seen is not None:
-            h = hash(seg)
-            if h not in node.seen:
-                node.seen.add(h)
-                node.distinct += 1
-                if node.distinct >= 2 * self.min_distinct:
-                    node.seen = None
+    def _note_value(self, tree, param, h):
+        """Counts the distinct values (by hash) of a parameter node up to `conclusive`."""
+        seen = param.seen
+        if seen is not None:
+            if h not in seen:
+                seen.add(h)
+                param.distinct += 1
+                if param.distinct >= self.conclusive:
+                    param.seen = None
                 tree.generation += 1
+
+    def _note_parent(self, tree, literal, hashes):
+        """A literal after a parameter came under these values of it: under
+        two, it is a sub-resource, pinned."""
+        parents = literal.parents = (literal.parents or set()) | hashes
+        if len(parents) >= 2:
+            literal.pinned, literal.parents = True, None
+            tree.generation += 1
 
     # -- answering
 
@@ -486,7 +515,7 @@ class RouteLearner:
                 node = child
             elif kind == VALUE or (node is not None and node.variable) or full or depth >= self.max_depth:
                 if kind != VALUE and node is not None and node.variable == LEARNED:
-                    confidence = min(confidence, node.distinct / (2 * self.min_distinct))
+                    confidence = min(confidence, node.param.distinct / self.conclusive if node.param else 0.0)
                 elif kind != VALUE and node is None:
                     confidence = min(confidence, 0.5)       # folded because the tree is full
                 param = name_for(node)
@@ -503,4 +532,4 @@ class RouteLearner:
                 node = None
             prev, prev_kind = seg, kind
             depth += 1
-        return Resolution("/" + "/".join(route), "/" + "/".join(masked), min(confidence, 1.0), settled)
+        return Resolution("/" + "/".join(route), "/" + "/".join(masked), confidence, settled)
