@@ -1,6 +1,7 @@
 """Command line: `sensor replay` (capture files) and `sensor capture` (live)."""
 import functools
 import os
+import signal
 import sys
 
 import click
@@ -162,6 +163,8 @@ def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_w
     from .pipeline import replay as run_replay
     from .records import RecordStage
     writer = _open_outputs(output, fmt, sink_opts)
+    # SIGTERM stops as Ctrl-C does: the outputs drain within --drain-timeout, the rest stays in their spools
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     progress = _Progress() if sys.stderr.isatty() and not quiet else None
     try:
         res = run_replay(files, writer, RecordStage(raw_targets), progress=progress, bpf=bpf,

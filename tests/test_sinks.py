@@ -2,7 +2,9 @@
 faults: a collector stopped and restarted mid-stream, nobody listening, a
 full spool, a full disk, a collector that stops reading."""
 import os
+import signal
 import socket
+import struct
 import subprocess
 import time
 
@@ -27,6 +29,32 @@ def write(out, first, n, per_call=500):
     for i in range(first, first + n, per_call):
         k = min(per_call, first + n - i)
         out.write_encoded(b"".join(record(j) for j in range(i, i + k)), k)
+
+
+def big_capture(path, copies):
+    """The sample capture `copies` times over (12 records each), every copy on
+    its own client ports and 40 ms after the previous one."""
+    raw = open(SAMPLE, "rb").read()
+    assert raw[:4] == b"\xd4\xc3\xb2\xa1"        # little-endian, microseconds
+    pkts, off = [], 24
+    while off < len(raw):
+        sec, usec, incl, orig = struct.unpack_from("<IIII", raw, off)
+        pkts.append((sec * 1_000_000 + usec, raw[off + 16:off + 16 + incl], orig))
+        off += 16 + incl
+    tcp = lambda b: 14 + (b[14] & 15) * 4                                   # noqa: E731
+    clients = sorted({p for _, b, _ in pkts for p in struct.unpack_from(">HH", b, tcp(b))} - {18080})
+    with open(path, "wb") as f:
+        f.write(raw[:24])
+        for k in range(copies):
+            for ts, b, orig in pkts:
+                b = bytearray(b)
+                for pos in (tcp(b), tcp(b) + 2):
+                    port = int.from_bytes(b[pos:pos + 2], "big")
+                    if port != 18080:
+                        b[pos:pos + 2] = (10000 + 2 * k + clients.index(port)).to_bytes(2, "big")
+                ts += k * 40_000
+                f.write(struct.pack("<IIII", ts // 1_000_000, ts % 1_000_000, len(b), orig) + b)
+    return str(path)
 
 
 def read_all(path):
@@ -76,6 +104,42 @@ def test_collector_restarted_mid_stream_loses_nothing(tmp_path, scheme):
     c = q.counters
     assert c["enqueued"] == c["sent"] == 60_000 and c["spooled"] > 0 and c["dropped"] == 0
     assert q.spool.records == 0 and not [f for f in os.listdir(q.spool.dir) if f.endswith(".seg")]
+
+
+def test_collector_restarted_during_a_replay(tmp_path):
+    cap = big_capture(tmp_path / "big.pcap", 4000)
+    port = free_port()
+    first = Collect("tcp://127.0.0.1:%d" % port, tmp_path / "first.msgpack")
+    replay = subprocess.Popen(["sensor", "replay", cap, "-o", first.addr, "--spool-dir", str(tmp_path / "spool"),
+                               "--queue-size", "500", "--drain-timeout", "30"], stderr=subprocess.PIPE, text=True)
+    while not os.path.exists(first.out) or os.path.getsize(first.out) < 100_000:
+        time.sleep(0.005)
+    first.stop()
+    time.sleep(0.3)
+    second = Collect("tcp://127.0.0.1:%d" % port, tmp_path / "second.msgpack")
+    _, err = replay.communicate(timeout=60)
+    second.stop()
+    assert replay.returncode == 0 and "48000 records" in err
+    assert "48000 enqueued, 48000 sent" in err and " 0 spooled" not in err and "0 dropped" in err
+    assert len(first.records()) + len(second.records()) == 48000
+
+
+def test_sigterm_leaves_the_queue_in_the_spool(tmp_path):
+    cap = big_capture(tmp_path / "big.pcap", 1000)
+    stalled = socket.create_server(("127.0.0.1", 0))             # accepts, never reads
+    spool = tmp_path / "spool"
+    replay = subprocess.Popen(["sensor", "replay", cap, "-o", "tcp://127.0.0.1:%d" % stalled.getsockname()[1],
+                               "--spool-dir", str(spool), "--queue-size", "1000", "--drain-timeout", "0.5"],
+                              stderr=subprocess.PIPE, text=True)
+    time.sleep(1.5)
+    t0 = time.monotonic()
+    replay.send_signal(signal.SIGTERM)
+    _, err = replay.communicate(timeout=30)
+    assert time.monotonic() - t0 < 5 and "Traceback" not in err
+    stalled.close()
+    (sub,) = os.listdir(spool)
+    left = Spool(str(spool / sub), 1 << 30).records
+    assert 1000 <= left < 12_000                # the queue and the batch in flight
 
 
 def test_spool_is_sent_first_on_next_start(tmp_path):
