@@ -1,5 +1,6 @@
 """The enrichment corpus's API: a small shop with realistic routes, synthetic
-PII and decoys, served over HTTP/1.1 by aiohttp and over h2c by hypercorn.
+PII and decoys, served over HTTP/1.1 by aiohttp and over h2c by hypercorn,
+and a gRPC Customers service (grpcio, protobuf written by hand).
 
 One pure handler per route builds the reply from the data set and says which
 sensitive classes its body carries (the app author's labels); both servers
@@ -7,8 +8,8 @@ call the same `Api.dispatch`, and the test calls it too to know what each
 response held. Values come from `Fake`, seeded, each one unique and recorded
 as planted so the leak test can look for it.
 
-Run as a server: `python enrich_app.py DATA.json H1_PORT H2_PORT` (DATA.json
-from `Api.data`); prints "ready" once both listen, stops when stdin closes.
+Run as a server: `python enrich_app.py DATA.json H1_PORT H2_PORT` (DATA.json:
+`make_data` as JSON); serves until its stdin closes.
 """
 import asyncio
 import base64
@@ -143,7 +144,9 @@ class Fake:
                                                       self.rng.randint(1, 99), self.rng.randint(1, 9999)))
 
     def phone_e164(self):
-        return self.fresh(lambda: self.rng.choice(["+1415555", "+1212555", "+4420794"]) + self.digits(4), "phone")
+        # NANP 555 numbers and London's drama range (+44 20 7946 0xxx)
+        return self.fresh(lambda: self.rng.choice(["+1415555" + self.digits(4), "+1212555" + self.digits(4),
+                                                   "+442079460" + self.digits(3)]), "phone")
 
     def phone_national(self):
         return self.fresh(lambda: "(%s) 555-%s" % (self.rng.choice(["415", "312", "617"]), self.digits(4)), "phone")
@@ -160,9 +163,6 @@ class Fake:
 
     def opaque(self, prefix=""):
         return self.fresh(lambda: prefix + self.token(32))
-
-    def hex_id(self, prefix=""):
-        return prefix + self.token(24, "0123456789abcdef")
 
     def uuid(self):
         return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
@@ -216,10 +216,9 @@ def make_data(fake):
     things = ["shoes", "hat", "scarf", "jacket", "socks", "gloves", "boots", "belt", "bag", "cap", "vest", "shorts",
               "parka", "beanie", "sandals", "hoodie"]
     # slugs are values too: none may leave before the route learner folds them
-    products = {fake.plant("%s-%s" % (c, t)): {"name": "%s %s" % (c.title(), t), "gtin": fake.ean13(),
-                                   "price": round(fake.rng.uniform(5, 200), 2), "stock": fake.rng.randint(0, 90),
-                                   "updatedAt": fake.millis()}
-                for c, t in zip(colours, things)}
+    products = {fake.plant("%s-%s" % (c, t)): {
+        "name": "%s %s" % (c.title(), t), "gtin": fake.ean13(), "price": round(fake.rng.uniform(5, 200), 2),
+        "stock": fake.rng.randint(0, 90), "updatedAt": fake.millis()} for c, t in zip(colours, things)}
     accounts = {fake.iban(): round(fake.rng.uniform(0, 9000), 2) for _ in range(2)}
     # more than the sensor's default 64 KiB body cap, in clear: read as a prefix
     notes = "Prefers delivery after 6pm; leave parcels with the concierge. " * 25
@@ -584,9 +583,7 @@ async def serve(api, h1_port, h2_port):
     stop = asyncio.Event()
     h2 = asyncio.ensure_future(hypercorn_serve(asgi_app(api), config, shutdown_trigger=stop.wait))
     loop = asyncio.get_running_loop()
-    closed = loop.run_in_executor(None, sys.stdin.read)     # the test closes stdin to stop us
-    print("ready", flush=True)
-    await closed
+    await loop.run_in_executor(None, sys.stdin.read)     # the test closes stdin to stop us
     stop.set()
     await h2
     await runner.cleanup()
