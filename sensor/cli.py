@@ -1,4 +1,5 @@
-"""Command line: `sensor replay` (capture files) and `sensor capture` (live)."""
+"""Command line: `sensor replay` (capture files), `sensor capture` (live) and
+`sensor collect` (a reference receiver for the network outputs)."""
 import functools
 import os
 import signal
@@ -162,6 +163,7 @@ def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_w
     from .bpf import BpfError
     from .pipeline import replay as run_replay
     from .records import RecordStage
+
     writer = _open_outputs(output, fmt, sink_opts)
     # SIGTERM stops as Ctrl-C does: the outputs drain within --drain-timeout, the rest stays in their spools
     signal.signal(signal.SIGTERM, signal.default_int_handler)
@@ -230,6 +232,7 @@ def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, 
     """
     from .capture import CaptureSetupError, capture as run_capture
     from .records import RecordStage
+
     codes = None
     if bpf:
         # compiled for each interface's own link type, checked before the kernel sees it
