@@ -257,6 +257,8 @@ def test_spool_resumes_after_the_last_delivered_batch(tmp_path):
     ("tcp://127.0.0.1:99999", "Port out of range"),
     ("unix://", "no socket path"),
     ("jsonl:", "no path"),
+    ("fluent://127.0.0.1:1?ack_timeout=x", "could not convert"),
+    ("fluent://127.0.0.1:1?tls=1&ca=/nonexistent.pem", "No such file"),
 ])
 def test_bad_output_is_a_one_line_error(value, message):
     r = subprocess.run(["sensor", "replay", SAMPLE, "-o", value], capture_output=True, text=True, timeout=30)

@@ -28,6 +28,7 @@ from urllib.parse import parse_qs
 
 import msgpack
 
+from . import OutputError
 from .base import Transport, TransportError
 from .stream import connect, shut
 
@@ -65,16 +66,19 @@ class FluentTransport(Transport):
         self.tag = q.get("tag", "sensor.http")
         self.compress = q.get("compress") == "gzip"
         self.acks = q.get("ack", "1") != "0"
-        self.ack_timeout = float(q.get("ack_timeout", 30))
         self.shared_key = q.get("shared_key")
         self.hostname = q.get("hostname") or socket.gethostname()
         self.username, self.password = q.get("username", ""), q.get("password", "")
         self.tls = None
-        if q.get("tls") == "1":
-            self.tls = ssl.create_default_context(cafile=q.get("ca"))
-            if q.get("tls_verify") == "0":
-                self.tls.check_hostname = False
-                self.tls.verify_mode = ssl.CERT_NONE
+        try:
+            self.ack_timeout = float(q.get("ack_timeout", 30))
+            if q.get("tls") == "1":
+                self.tls = ssl.create_default_context(cafile=q.get("ca"))
+                if q.get("tls_verify") == "0":
+                    self.tls.check_hostname = False
+                    self.tls.verify_mode = ssl.CERT_NONE
+        except (ValueError, OSError, ssl.SSLError) as e:
+            raise OutputError("%s: %s" % (url.geturl(), getattr(e, "strerror", None) or e))
         self._sock = None
         self._unpacker = None
 
