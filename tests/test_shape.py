@@ -303,6 +303,18 @@ def test_graphql_persisted_query_and_lookalikes():
     assert broken.kind == "json" and broken.operation is None
 
 
+def test_graphql_fragment_bombs_and_deep_nesting_are_cheap():
+    chain = "query Q { ...F0 } " + " ".join("fragment F%d on Q { a%d ...F%d ...F%d }" % (i, i, i + 1, i + 1)
+                                             for i in range(2000))
+    inline = "{ " + "... on Q { " * 5000 + "x" + " }" * 5001
+    for document in (chain, inline):
+        began = time.perf_counter()
+        s = body_shape(document.encode(), "application/graphql")
+        assert time.perf_counter() - began < 0.5
+    assert body_shape(chain.encode(), "application/graphql").fields["a1999"] == "query"
+    assert body_shape(inline.encode(), "application/graphql").operation is None
+
+
 # -- JSON-RPC
 
 def test_jsonrpc_single_batch_and_response():

@@ -60,19 +60,25 @@ MAX_DEPTH = 16
 MAX_PATHS = 512
 MAX_ITEMS = 256
 _MAX_NAME = 64          # key names are cut here
+_MAX_OPERATION = 128    # and GraphQL operation names here
 _MAX_METHODS = 64       # methods listed for a JSON-RPC batch
 _MAX_TEXT = 4096        # a longer text/plain body is not classified
 
 # a key shaped like a name: letters first (JSON-LD "@id" and "$set" too)
 _NAME = re.compile(r"(?:[^\W\d]|[$@])[\w.\-:@$]*\Z")
 _DIGIT_RUN = re.compile(r"\d{5}")
-_RPC_NAME = re.compile(r"[A-Za-z_$@][\w.\-:/@$]{0,127}\Z")
+_RPC_NAME = re.compile(r"[A-Za-z_$@][\w.\-:/@$]{0,127}\Z")     # a method or operation name
 _GRAPHQL_NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*\Z")
 _MEDIA = re.compile(r"[a-z0-9][\w!#$&^.+-]{0,63}/[a-z0-9][\w!#$&^.+-]{0,63}\Z")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
+# the caches hold names, and keys that are data: bounded in entries and in
+# the size of what they keep
+_VALUE_KEY_CACHE_MAX = 16384
+_CACHED_KEY_MAX = 256
+_NAMED_KEYS_MAX = 4096
+_NAMED_KEYS_CHARS = 2048
 _value_key_cache = {}
-_VALUE_KEY_CACHE_MAX = 65536
 
 
 def _is_value_key(key):
@@ -86,10 +92,26 @@ def _is_value_key(key):
             fmt = value_format(key)
             # camelCase names of 16+ letters can pass for base64: only with a digit is it data
             verdict = fmt is not None and (fmt != "base64" or any(c.isdigit() for c in key))
-        if len(_value_key_cache) >= _VALUE_KEY_CACHE_MAX:
-            _value_key_cache.clear()
-        _value_key_cache[key] = verdict
+        if len(key) <= _CACHED_KEY_MAX:
+            if len(_value_key_cache) >= _VALUE_KEY_CACHE_MAX:
+                _value_key_cache.clear()
+            _value_key_cache[key] = verdict
     return verdict
+
+
+# key tuples of objects all of whose keys are names: objects of one kind
+# come back with the same keys, array elements above all
+_named_keys = set()
+
+
+def _remember_named(keys):
+    if sum(map(len, keys)) <= _NAMED_KEYS_CHARS:
+        if len(_named_keys) >= _NAMED_KEYS_MAX:
+            _named_keys.clear()
+        _named_keys.add(keys)
+
+
+_JSON_TYPES = {dict: "object", list: "array", bool: "boolean", int: "integer", float: "number"}
 
 
 def _join(path, label):
@@ -139,44 +161,42 @@ class _Collector:
         self.limits.add("depth")
         return False
 
-    # -- JSON values (json.loads output)
+    # -- JSON values (json.loads output); the hot path: one call a node
 
     def json(self, node, path, name, depth):
         kind = type(node)
         if kind is str:
             self.string(path, node, name)
-        elif kind is dict:
-            if path:
-                self.add(path, "object")
+            return
+        if path or kind is not dict and kind is not list:     # the root container has no path
+            self.add(path, _JSON_TYPES.get(kind, "null"))
+        if kind is dict:
             if node and self.deeper(depth):
                 self.json_object(node, path, name, depth + 1)
         elif kind is list:
-            if path:
-                self.add(path, "array")
             if node and self.deeper(depth):
                 element = path + "[]"
                 for item in self.items(node):
                     self.json(item, element, name, depth + 1)
-        elif kind is bool:
-            self.add(path, "boolean")
-        elif kind is int:
-            self.add(path, "integer")
+        elif kind is int or kind is float:
             self.classify(path, str(node), name)
-        elif kind is float:
-            self.add(path, "number")
-            self.classify(path, str(node), name)
-        elif node is None:
-            self.add(path, "null")
 
     def json_object(self, node, path, name, depth):
-        value_keys = [key for key in node if _is_value_key(key)]
+        keys = tuple(node)
+        if keys in _named_keys:
+            value_keys = None
+        else:
+            value_keys = [key for key in keys if _is_value_key(key)]
         if not value_keys:
+            if value_keys is not None:
+                _remember_named(keys)
+            prefix = path + "." if path else ""
             for key, value in node.items():
-                self.json(value, _join(path, key[:_MAX_NAME]), key, depth)
+                self.json(value, prefix + key[:_MAX_NAME], key, depth)
             return
         mapped = _join(path, "{key}")
-        if 2 * len(value_keys) >= len(node):
-            value_keys = list(node)         # a map: none of its keys is a name
+        if 2 * len(value_keys) >= len(keys):
+            value_keys = keys               # a map: none of its keys is a name
         else:
             for key, value in node.items():
                 if not _is_value_key(key):
@@ -301,6 +321,7 @@ _GRAPHQL_TOKEN = re.compile(r'[\s,\ufeff]+|#[^\n\r]*|"""(?:\\"""|[^"]|"(?!""))*"
 _GRAPHQL_IGNORED = frozenset(",#\ufeff")
 _GRAPHQL_OPERATIONS = ("query", "mutation", "subscription")
 _GRAPHQL_OPEN = {"(": ")", "[": "]", "{": "}"}
+_GRAPHQL_NESTING = 32   # inline fragments in inline fragments: past this, not read
 
 
 def _skip_group(tokens, i):
@@ -325,11 +346,11 @@ def _skip_directives(tokens, i):
     return i
 
 
-def _selections(tokens, i):
+def _selections(tokens, i, nesting=0):
     """(top-level items, index after) of the selection set at tokens[i]:
     field names and ("...", fragment name) spreads; inline fragments
     contribute their fields."""
-    if tokens[i] != "{":
+    if tokens[i] != "{" or nesting > _GRAPHQL_NESTING:
         raise ValueError
     i += 1
     items = []
@@ -345,7 +366,7 @@ def _selections(tokens, i):
                 i = _skip_directives(tokens, i + 2)
                 continue
             i = _skip_directives(tokens, i)
-            inline, i = _selections(tokens, i)
+            inline, i = _selections(tokens, i, nesting + 1)
             items += inline
             continue
         if not _GRAPHQL_NAME.match(token):
@@ -400,14 +421,18 @@ def graphql_document(text):
     return (operations, fragments) if operations else None
 
 
-def _top_fields(items, fragments, seen=()):
-    """Field names of a selection set with its fragment spreads expanded."""
-    names = []
-    for item in items:
+def _top_fields(items, fragments):
+    """Field names of a selection set with its fragment spreads expanded,
+    each fragment once (spreads of spreads could otherwise multiply)."""
+    names, expanded = [], set()
+    pending = list(items)
+    while pending:
+        item = pending.pop()
         if type(item) is str:
             names.append(item)
-        elif item[1] in fragments and item[1] not in seen:
-            names += _top_fields(fragments[item[1]], fragments, (*seen, item[1]))
+        elif item[1] in fragments and item[1] not in expanded:
+            expanded.add(item[1])
+            pending += fragments[item[1]]
     return names
 
 
@@ -420,7 +445,7 @@ def _graphql(document, operation_name, col):
     kind, name, items = chosen
     for field in _top_fields(items, fragments):
         col.add(field[:_MAX_NAME], kind)
-    return {"kind": "graphql", "type": kind, "name": name}
+    return {"kind": "graphql", "type": kind, "name": name and name[:_MAX_OPERATION]}
 
 
 def _graphql_request(doc, col):
@@ -439,7 +464,7 @@ def _graphql_request(doc, col):
             return None
         operation = _graphql(document, name, col)
     elif name and type(doc.get("extensions")) is dict and "persistedQuery" in doc["extensions"]:
-        operation = {"kind": "graphql", "type": None, "name": name}
+        operation = {"kind": "graphql", "type": None, "name": name[:_MAX_OPERATION]}
     else:
         return None
     variables = doc.get("variables")
