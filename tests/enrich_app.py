@@ -154,6 +154,9 @@ class Fake:
     def ipv4(self):
         return self.fresh(lambda: "%s.%d" % (self.rng.choice(["203.0.113", "198.51.100"]), self.rng.randint(2, 254)))
 
+    def ipv6(self):
+        return self.fresh(lambda: "2001:db8:%x::%x" % (self.rng.randint(1, 0xffff), self.rng.randint(1, 0xffff)))
+
     def dob(self):
         return self.fresh(lambda: "%d-%02d-%02d" % (self.rng.randint(1950, 2001), self.rng.randint(1, 12),
                                                     self.rng.randint(1, 28)))
@@ -207,9 +210,9 @@ def make_data(fake):
             "session": fake.opaque(), "orders": [fake.uuid() for _ in range(2)],
             "contacts": [{"name": fake.name(), "email": fake.email(), "phone": fake.phone_e164(),
                           "relation": fake.rng.choice(["spouse", "parent", "friend"])} for _ in range(3)],
-            "devices": {fake.uuid(): {"ip": fake.ipv4(), "model": fake.rng.choice(["Pixel 8", "iPhone 15"]),
+            "devices": {fake.uuid(): {"ip": ip, "model": fake.rng.choice(["Pixel 8", "iPhone 15"]),
                                       "lastSeen": "2024-11-%02dT08:15:00Z" % fake.rng.randint(1, 28)}
-                        for _ in range(2)},
+                        for ip in (fake.ipv4(), fake.ipv6())},
         }
     colours = ["red", "blue", "green", "black", "white", "navy", "olive", "grey", "amber", "teal", "coral", "ivory",
                "plum", "sand", "rust", "mint"]
@@ -228,8 +231,10 @@ def make_data(fake):
                "loyaltyId": fake.luhn_non_card(), "paymentReference": fake.iban_bad_check(),
                "sku": fake.ean13(), "total": round(fake.rng.uniform(5, 300), 2),
                "placedAt": "2024-10-%02dT12:00:00Z" % fake.rng.randint(1, 28)} for _ in range(4)]
+    access = fake.jwt({"sub": fake.opaque("client|"), "scope": "orders:read", "iat": 1733300000, "exp": 1733303600})
     return {"users": users, "products": products, "accounts": accounts, "customers": customers, "orders": orders,
             "request_id": fake.plant(fake.uuid()),
+            "oauth": {"access_token": access, "refresh_token": fake.opaque("rt_")},
             "decoys": {"tracking": [fake.card_like_decoy() for _ in range(6)]}}
 
 
@@ -294,6 +299,9 @@ class Api:
             ("GET", "/api/v1/verify", self.verify),
             ("POST", "/api/v1/phones/{phone}/verify", self.phone_verify),
             ("GET", "/api/v1/orders", self.orders),
+            ("POST", "/oauth/token", self.token),
+            ("POST", "/api/v1/signup", self.signup),
+            ("POST", "/api/v1/invitations", self.invite),
         ]:
             pattern = re.compile("^%s$" % re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template))
             self.routes.append((method, template, pattern, handler))
@@ -442,6 +450,19 @@ class Api:
         return Reply(200, {"orders": self.data["orders"], "next": None}, "gzip",
                      headers=(("X-Request-Id", self.data["request_id"]),
                               ("ETag", '"5d41402abc4b2a76b9719d911017c592"')))
+
+    def token(self, **_):
+        t = self.data["oauth"]
+        return Reply(200, {"access_token": t["access_token"], "token_type": "Bearer", "expires_in": 3600,
+                           "refresh_token": t["refresh_token"], "scope": "orders:read"},
+                     headers=(("Cache-Control", "no-store"),),
+                     findings=body_labels("response.body", ("jwt", "access_token"), ("secret", "refresh_token")))
+
+    def signup(self, body, **_):
+        return Reply(201, {"id": 1000 + len(body), "status": "pending_verification"})
+
+    def invite(self, body, **_):
+        return Reply(207, [{"index": i, "status": 202} for i, _ in enumerate(json.loads(body))])
 
     def unsubscribe(self, **_):
         return Reply(204)

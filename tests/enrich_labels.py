@@ -24,7 +24,8 @@ class Call(NamedTuple):
 
 
 # (class, in, name) a careful sensor may report or not: neither required nor counted wrong
-TOLERATED = frozenset({("secret", "request.body", "secretAccessKey"), ("secret", "cookie", "access_token")})
+TOLERATED = frozenset({("secret", "request.body", "secretAccessKey"), ("secret", "cookie", "access_token"),
+                       ("secret", "response.body", "access_token"), ("api_key", "request.body", "client_secret")})
 
 NONE = {"scheme": "none"}
 API_KEY_HEADER = {"scheme": "api-key-header", "name": "x-api-key"}
@@ -32,7 +33,7 @@ CLAIMS = {"sub": None, "email": None, "name": None, "iat": 1733300000, "exp": 17
           "scope": "orders:read profile"}
 
 # Expected shapes per route: key path -> type. "integer"/"float" accept the
-# sensor's number spellings; "string:F" asks for format F.
+# sensor's number spellings; "string:F" asks for format F; "a|b": both seen.
 SHAPES = {
     ("GET", "/api/v1/users/{userId}"): {"response": ("json", {
         "id": "integer", "name": "string", "email": "string:email", "phone": "string", "createdAt": "integer",
@@ -57,9 +58,10 @@ SHAPES = {
         "contacts": "array", "contacts[].email": "string:email", "contacts[].phone": "string",
         "updatedAt": "string:date-time"})},
     ("GET", "/api/v1/users/{userId}/devices"): {"response": ("json", {
-        "devices.{key}.ip": "string:ipv4", "devices.{key}.lastSeen": "string:date-time"})},
+        "devices.{key}.ip": "string:ipv4|string:ipv6", "devices.{key}.lastSeen": "string:date-time"})},
     ("GET", "/api/v1/customers/export"): {"response": ("json", {
         "customers[].email": "string:email", "customers[].notes": "string"})},
+    ("POST", "/api/v1/invitations"): {"request": ("json", {"[]": "object", "[].email": "string:email"})},
     ("POST", "/checkout"): {"request": ("form", {"card_number": "string", "email": "string:email"})},
     ("GET", "/api/v1/orders"): {"response": ("json", {
         "orders[].orderNumber": "string", "orders[].loyaltyId": "string", "orders[].placedAt": "string:date-time"})},
@@ -227,6 +229,22 @@ def corpus_calls(fake, data):
                       labels=frozenset({("jwt", "cookie", "access_token")}),
                       auth={"scheme": "cookie-session", "name": "access_token", "alg": "HS256",
                             "claims": sorted(claims)}))
+    form = urlencode({"grant_type": "client_credentials", "client_id": "shop-backoffice",
+                      "client_secret": fake.opaque("cs_"), "scope": "orders:read"}).encode()
+    calls.append(Call("POST", "/oauth/token", (("Content-Type", "application/x-www-form-urlencoded"),), form,
+                      hdr("request.body", ("secret", "client_secret")), NONE))
+    signup = {"firstName": "Ana", "lastName": "Costa", "email": fake.email(), "password": fake.password(),
+              "birthDate": "%02d/%02d/%d" % (fake.rng.randint(1, 12), fake.rng.randint(1, 28), fake.rng.randint(1950, 2001)),
+              "mobile": fake.phone_national(), "marketingOptIn": True, "referralCode": "FRIEND-2024"}
+    fake.plant(signup["birthDate"])
+    calls.append(Call("POST", "/api/v1/signup", (("Content-Type", "application/json"),), json.dumps(signup).encode(),
+                      hdr("request.body", ("email", "email"), ("password", "password"), ("date_of_birth", "birthDate"),
+                          ("phone", "mobile")), NONE))
+    invites = [{"email": fake.email(), "role": role} for role in ("admin", "viewer", "viewer")]
+    calls.append(Call("POST", "/api/v1/invitations", (("Content-Type", "application/json"),
+                                                      ("X-API-Key", fake.opaque())), json.dumps(invites).encode(),
+                      hdr("request.body", ("email", "[].email")) | hdr("request.header", ("api_key", "x-api-key")),
+                      API_KEY_HEADER))
     return calls
 
 

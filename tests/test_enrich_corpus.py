@@ -234,8 +234,11 @@ def test_routes_are_exactly_the_app_routes_per_host(corpus):
 # ------------------------------------------------------------------ shapes
 
 def type_ok(want, got):
+    """Does the sensor's type `got` meet the label `want` (see enrich_labels.SHAPES)?"""
     if want is None:
         return True
+    if "|" in want:
+        return want == got
     base, _, fmt = (got or "").partition(":")
     if want == "integer":
         return base == "integer" or got in ("number:integer",)
