@@ -146,17 +146,17 @@ def corpus(tmp_path_factory):
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-    outputs, records, pairs = {}, {}, []        # pairs: (version, call, reply, record, app route)
+    outputs, records, mp_records, pairs = {}, {}, {}, []        # pairs: (version, call, reply, record, app route)
     templates = [(m, t, p) for m, t, p, _ in api.routes]
     for v, pcap in pcaps.items():
         jsonl, err = replay(pcap, "--format", "jsonl", "-o", "-")
         mp_path = tmp / ("%s.msgpack" % v)
         _, err_mp = replay(pcap, "-o", str(mp_path))
         mp = mp_path.read_bytes()
+        mp_records[v] = list(msgpack.Unpacker(io.BytesIO(mp), raw=False))
         outputs.update({"%s jsonl" % v: jsonl, "%s stderr" % v: (err + err_mp).encode(), "%s msgpack" % v: mp,
                         # msgpack strings are raw UTF-8, but decode too, so nothing hides in an encoding
-                        "%s msgpack decoded" % v: json.dumps(list(msgpack.Unpacker(io.BytesIO(mp), raw=False)),
-                                                             ensure_ascii=False).encode()})
+                        "%s msgpack decoded" % v: json.dumps(mp_records[v], ensure_ascii=False).encode()})
         recs = sorted((json.loads(x) for x in jsonl.splitlines() if x.strip()), key=lambda r: r["start_ns"])
         recs = records[v] = [r for r in recs if r.get("type") == "http"]
         assert len(recs) == len(calls[v]), "%s: %d records for %d calls" % (v, len(recs), len(calls[v]))
@@ -166,7 +166,8 @@ def corpus(tmp_path_factory):
             route = next((t for m, t, p in templates if m == c.method and p.match(path)), path)
             pairs.append(SimpleNamespace(v=v, call=c, reply=reply, rec=r, template=route,
                                          what="%s %s %s" % ("gRPC" if v == "grpc" else "HTTP/" + v, c.method, route)))
-    return SimpleNamespace(fake=fake, api=api, pcaps=pcaps, outputs=outputs, pairs=pairs, records=records, sent=sent)
+    return SimpleNamespace(fake=fake, api=api, pcaps=pcaps, outputs=outputs, pairs=pairs, records=records, sent=sent,
+                           mp_records=mp_records)
 
 
 # ------------------------------------------------------------------ leak test
@@ -207,6 +208,31 @@ def test_no_planted_value_leaves_in_any_output(corpus):
                     i = low.index(form.lower())
                     leaks.append("%s: %s %r as %r ...%s..." % (where, kind, value, form, low[max(0, i - 60):i + 60]))
     assert not leaks, "%d planted values leave the sensor:\n%s" % (len(leaks), "\n".join(leaks[:40]))
+
+
+def test_msgpack_carries_what_jsonl_does(corpus):
+    plain = ("method", "path", "status", "host", "h2_stream")        # the JSON Lines extras
+    for v, recs in corpus.records.items():
+        mp = sorted((r for r in corpus.mp_records[v] if r.get("type") == "http"), key=lambda r: r["start_ns"])
+        assert mp == [{k: x for k, x in r.items() if k not in plain} for r in recs], v
+
+
+def test_body_cap_zero_reads_no_body(corpus):
+    """--body-cap 0: no shapes, no findings in bodies; the rest of the labels
+    still found (and SOAPAction still names the operation); nothing leaks."""
+    out, _ = replay(corpus.pcaps["1.1"], "--format", "jsonl", "-o", "-", "--body-cap", "0")
+    recs = sorted((json.loads(x) for x in out.splitlines() if x.strip()), key=lambda r: r["start_ns"])
+    calls = [p for p in corpus.pairs if p.v == "1.1"]
+    assert len(recs) == len(calls)
+    wrong = []
+    for p, r in zip(calls, recs):
+        assert not {"sensor.shape.request", "sensor.shape.response"} & set(r), (p.what, r)
+        want = {f for f in p.call.labels | p.reply.findings if not f[1].endswith(".body")} - TOLERATED
+        if findings(r) - TOLERATED != want:
+            wrong.append("%s: found %s, want %s" % (p.what, findings(r) - TOLERATED, want))
+    assert not wrong, "\n".join(wrong)
+    low = out.decode().lower()
+    assert not [v for v in corpus.fake.planted if v.lower() in low]
 
 
 # ------------------------------------------------------------------ routes
