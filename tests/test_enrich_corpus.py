@@ -173,10 +173,11 @@ def corpus(tmp_path_factory):
 # ------------------------------------------------------------------ leak test
 
 def variants(value, kind):
-    """Forms a planted value could leave in: raw, percent-encoded, base64 (std
-    and url-safe, padded or not), and digits only for cards and phones."""
+    """Forms a planted value could leave in: raw, JSON-escaped, percent-encoded,
+    base64 (std and url-safe, padded or not), and digits only for cards and phones."""
     raw = value.encode()
-    forms = {value, quote(value, safe=""), quote(value), quote_plus(value)}
+    forms = {value, json.dumps(value)[1:-1], value.replace("/", "\\/"), quote(value, safe=""), quote(value),
+             quote_plus(value)}
     for enc in (base64.b64encode, base64.urlsafe_b64encode):
         b = enc(raw).decode()
         forms |= {b, b.rstrip("=")}
@@ -400,6 +401,8 @@ def test_class_precision_and_recall(corpus):
 def test_grpc_calls(corpus):
     grpc = [p for p in corpus.pairs if p.v == "grpc"]
     assert [p.rec.get("rpc.method") for p in grpc] == ["GetCustomer", "GetCustomer", "UpdateContact"]
+    assert {p.rec.get("http.route") for p in grpc} == {"/%s/%s" % (GRPC_SERVICE, m) for m in ("GetCustomer",
+                                                                                          "UpdateContact")}
     for p in grpc:
         r = p.rec
         assert (r.get("rpc.system"), r.get("rpc.service"), r.get("rpc.grpc.status_code")) == ("grpc", GRPC_SERVICE, 0)
