@@ -11,6 +11,7 @@ import msgpack
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
+from sensor.sinks import OutputError, open_outputs
 from sensor.sinks.base import TransportError
 from sensor.sinks.kafka import KafkaTransport, community_id
 
@@ -50,6 +51,7 @@ class MockCluster:
         assert self.rk, errstr.value
         self.mc = lib.rd_kafka_mock_cluster_new(self.rk, BROKERS)
         self.bootstrap = lib.rd_kafka_mock_cluster_bootstraps(self.mc).decode()
+        self.first = self.bootstrap.split(",")[0]      # one broker: the client learns the rest
         assert lib.rd_kafka_mock_topic_create(self.mc, TOPIC.encode(), PARTITIONS, 1) == 0
 
     def set_all(self, up):
@@ -173,29 +175,40 @@ def test_brokers_down_mid_stream_lose_nothing_and_keep_flow_order(cluster):
     assert_keyed_in_order(consume(cluster.bootstrap), recs, once=False)
 
 
-def test_outage_longer_than_message_timeout_raises_then_resend_delivers(cluster):
-    t = transport_for(cluster.bootstrap, "&message.timeout.ms=2000")
+def test_outage_longer_than_message_timeout_spools_then_drains(cluster, tmp_path):
+    """Through the delivery queue (-o kafka://...): sends fail after
+    message.timeout.ms, the queue spools, and sends the spool once the brokers are back."""
+    url = f"kafka://{cluster.first}/{TOPIC}?message.timeout.ms=1000&reconnect.backoff.max.ms=200"
+    out = open_outputs([url], spool_dir=str(tmp_path / "spool"), drain_timeout=30)
+    queue = out.sinks[0]
+    recs = records(10000)
+    out.write_encoded(b"".join(recs[:2000]), 2000)
+    while queue.transport.delivered < 2000:
+        time.sleep(0.002)
     cluster.set_all(up=False)
-    batch = records(500)
-    started = time.monotonic()
-    with pytest.raises(TransportError, match=f"kafka {cluster.bootstrap}/{TOPIC}: .*timed out"):
-        t.send(batch)
-    assert time.monotonic() - started < 2 + 1       # message.timeout.ms bounds a send
-    assert t.failed == 500
+    out.write_encoded(b"".join(recs[2000:]), 8000)
+    while not queue.counters["spooled"]:
+        time.sleep(0.01)
     cluster.set_all(up=True)
-    t.send(batch)                 # what the delivery queue does next
-    t.close()
-    assert t.delivered == 500
-    assert_keyed_in_order(consume(cluster.bootstrap), batch)
+    out.close()
+    c = queue.counters
+    assert c["enqueued"] == c["sent"] == c["acked"] == 10000 and c["dropped"] == 0
+    assert c["retried"] > 0 and queue.spool.records == 0
+    assert queue.last_error.startswith(f"kafka {cluster.first}/{TOPIC}: ")     # timed out, then no metadata
+    # a batch that timed out was not on the brokers (they were down): no copies
+    assert_keyed_in_order(consume(cluster.bootstrap), recs)
 
 
 def test_bad_configuration_is_a_clear_error(cluster):
-    with pytest.raises(ValueError, match="want kafka://broker"):
-        KafkaTransport(urlsplit("kafka://broker:9092"), {})
-    with pytest.raises(ValueError, match="No such configuration property"):
-        KafkaTransport(urlsplit(f"kafka://{cluster.bootstrap}/{TOPIC}?no.such.setting=1"), {}).open()
+    with pytest.raises(OutputError, match="want kafka://broker"):
+        open_outputs(["kafka://broker:9092"])
+    with pytest.raises(OutputError, match="No such configuration property"):
+        open_outputs([f"kafka://{cluster.first}/{TOPIC}?no.such.setting=1"])
+    with pytest.raises(OutputError, match="could not convert"):
+        open_outputs([f"kafka://{cluster.first}/{TOPIC}?message.timeout.ms=soon"])
     cluster.set_all(up=False)
+    t = KafkaTransport(urlsplit(f"kafka://{cluster.bootstrap}/{TOPIC}?message.timeout.ms=1000"), {})
     started = time.monotonic()
     with pytest.raises(TransportError, match="Failed to get metadata.*Connection refused"):
-        KafkaTransport(urlsplit(f"kafka://{cluster.bootstrap}/{TOPIC}?message.timeout.ms=1000"), {}).open()
+        t.open()
     assert time.monotonic() - started < 2

@@ -16,6 +16,7 @@ from urllib.parse import parse_qsl
 import msgpack
 from confluent_kafka import KafkaException, Producer
 
+from . import OutputError
 from .base import Transport, TransportError
 
 COMMUNITY_ID = "network.community_id"
@@ -44,30 +45,36 @@ def community_id(record):
 
 class KafkaTransport(Transport):
     scheme = "kafka"
+    acks = True
 
     def __init__(self, url, options):
         super().__init__(url, options)
         self.topic = url.path.strip("/")
         if not self.topic or not url.netloc:
-            raise ValueError(f"{url.geturl()}: want kafka://broker[,broker]/topic")
+            raise OutputError(f"{url.geturl()}: want kafka://broker[,broker]/topic")
+        self.name = f"kafka {url.netloc}/{self.topic}"
         self.config = {"bootstrap.servers": url.netloc, "message.timeout.ms": MESSAGE_TIMEOUT_MS}
         self.config.update(parse_qsl(url.query))
         self.config.update({"enable.idempotence": True, "acks": "all", "error_cb": self._on_error,
                             "logger": LOG})
-        message_timeout = float(self.config["message.timeout.ms"]) / 1000
+        try:
+            message_timeout = float(self.config["message.timeout.ms"]) / 1000
+            # a bad setting is an -o error now, not a failing sender later
+            self.producer = Producer(self.config)
+        except (ValueError, KafkaException) as e:
+            raise OutputError(f"{url.geturl()}: {e.args[0].str() if isinstance(e, KafkaException) else e}") from None
         self.flush_timeout = message_timeout + FLUSH_MARGIN_S
         self.connect_timeout = min(message_timeout, FLUSH_MARGIN_S)
         self.delivered = 0      # delivery reports: acknowledged by all in-sync replicas
         self.failed = 0         # delivery reports: given up (timeout, broker refusal)
         self.last_error = None  # latest client-level error (broker down, fatal idempotence state)
-        self.producer = None
         self._batch_error = None
 
     def _on_error(self, err):
         self.last_error = err
         if err.fatal():
             # the idempotent producer cannot go on (e.g. sequence gap): the
-            # next send() starts a new one; the failing batch is resent then
+            # batch fails, and the next open() starts a new producer
             self._batch_error = err
 
     def _on_delivery(self, err, msg):
@@ -78,43 +85,43 @@ class KafkaTransport(Transport):
             self._batch_error = self._batch_error or err
 
     def open(self):
-        try:
+        if self.producer is None:
             self.producer = Producer(self.config)
-        except KafkaException as e:
-            raise ValueError(f"kafka://{self.config['bootstrap.servers']}/{self.topic}: {e}") from None
         try:
             # one metadata round trip: the cluster answers and knows the topic
             self.producer.list_topics(self.topic, timeout=self.connect_timeout)
         except KafkaException as e:
             self.close()
             why = f" ({self.last_error.str()})" if self.last_error else ""
-            raise TransportError(f"kafka {self.config['bootstrap.servers']}: {e.args[0].str()}{why}") from None
+            raise TransportError(f"{self.name}: {e.args[0].str()}{why}") from None
 
     def send(self, batch):
-        if self.producer is None:
-            self.open()
+        producer = self.producer    # close() may drop it from another thread meanwhile
+        if producer is None:
+            raise TransportError(f"{self.name}: not connected")
         self._batch_error = None
-        produce = self.producer.produce
         try:
             for record in batch:
                 while True:
                     try:
-                        produce(self.topic, record, community_id(record), on_delivery=self._on_delivery)
+                        producer.produce(self.topic, record, community_id(record), on_delivery=self._on_delivery)
                         break
                     except BufferError:  # librdkafka's queue is full: let it drain
-                        self.producer.poll(BUFFER_FULL_WAIT_S)
+                        producer.poll(BUFFER_FULL_WAIT_S)
         except KafkaException as e:  # a fatal producer state, an oversized record
             self._batch_error = e.args[0]
-        left = self.producer.flush(self.flush_timeout)
+        left = producer.flush(self.flush_timeout)
         err = self._batch_error
-        if err is not None and err.fatal():
-            self.close()
         if left or err is not None:
+            if err is not None and err.fatal():
+                self.close()
             why = err.str() if err is not None else f"{left} records undelivered after {self.flush_timeout:g} s"
-            raise TransportError(f"kafka {self.config['bootstrap.servers']}/{self.topic}: {why}")
+            raise TransportError(f"{self.name}: {why}")
 
     def close(self):
-        if self.producer is not None:
-            self.producer.purge()
-            self.producer.flush(0)
-            self.producer = None
+        """Drops the producer: what it still holds is purged (the delivery
+        queue resends or spools the batch); the next open() makes a new one."""
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            producer.purge()
+            producer.flush(0)
