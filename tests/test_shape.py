@@ -277,6 +277,17 @@ def test_graphql_mutation_variables_are_shaped_not_kept():
         assert planted not in packed
 
 
+def test_graphql_string_arguments_are_classified_not_kept():
+    s = graphql('mutation { login(email: "victim@example.com", password: """Tr0ub4dor&3""") { session { user('
+                'filter: {contact: "+14155550132"}) { id } } } }')
+    assert s.fields == {"login": "mutation"}
+    assert ("email", "login(email)", 1) in s.findings and ("password", "login(password)", 1) in s.findings
+    assert ("phone", "login.session.user(contact)", 1) in s.findings
+    packed = msgpack.packb([s.to_record(), s.operation, s.findings])
+    for planted in (b"victim@example.com", b"Tr0ub4dor", b"4155550132"):
+        assert planted not in packed
+
+
 def test_graphql_fragments_shorthand_and_operation_choice():
     document = ('query A { ...Top ... on Query { inline } } query B { other } '
                 'fragment Top on Query { viewer { id } ...More } fragment More on Query { settings }')
@@ -307,12 +318,14 @@ def test_graphql_fragment_bombs_and_deep_nesting_are_cheap():
     chain = "query Q { ...F0 } " + " ".join("fragment F%d on Q { a%d ...F%d ...F%d }" % (i, i, i + 1, i + 1)
                                              for i in range(2000))
     inline = "{ " + "... on Q { " * 5000 + "x" + " }" * 5001
-    for document in (chain, inline):
+    deep = "{ " + "a { " * 5000 + "x" + " }" * 5001
+    for document in (chain, inline, deep):
         began = time.perf_counter()
-        s = body_shape(document.encode(), "application/graphql")
+        assert body_shape(document.encode(), "application/graphql").kind == "graphql"
         assert time.perf_counter() - began < 0.5
     assert body_shape(chain.encode(), "application/graphql").fields["a1999"] == "query"
     assert body_shape(inline.encode(), "application/graphql").operation is None
+    assert body_shape(deep.encode(), "application/graphql").operation is None
 
 
 # -- JSON-RPC

@@ -28,9 +28,11 @@ Key paths:
 - XML: element paths from the root `Envelope.Body.GetUser.id`, attributes
   `order.@currency`.
 - GraphQL: the top-level fields of the operation (type: the operation type,
-  no arguments), and the request's variables under `$`: `$input.email`.
+  no arguments), and the request's variables under `$`: `$.input.email`.
 - Protobuf (schemaless wire format): field numbers, `1`, `2.1`, and `3[]`
-  for a number repeated in one message.
+  for a number repeated in one message; every message of a gRPC stream
+  adds to one shape (`application/grpc+json` messages are read as JSON).
+- text/plain: the body itself at the path `""`.
 Key names are cut at 64 characters.
 
 Types: `object`, `array`, `string`, `integer`, `number`, `boolean`, `null`;
@@ -41,7 +43,8 @@ protobuf `varint`, `fixed64`, `fixed32`, `string`, `bytes`, `message` (a
 length-delimited field that parses whole as a message and is not text).
 
 `Shape.findings`: (class, key path, count) of the sensitive classes of leaf
-values (classify.value_classes), map keys included. `Shape.operation`: the
+values (classify.value_classes), map keys included; a GraphQL string
+argument is found at `field.subfield(argument)`. `Shape.operation`: the
 identity of an RPC tunnelled in a request body, names only:
 `{"kind": "graphql", "type": "query"|"mutation"|"subscription"|None, "name": str|None}`
 (type None: an Apollo persisted query sent without its document),
@@ -321,7 +324,7 @@ _GRAPHQL_TOKEN = re.compile(r'[\s,\ufeff]+|#[^\n\r]*|"""(?:\\"""|[^"]|"(?!""))*"
 _GRAPHQL_IGNORED = frozenset(",#\ufeff")
 _GRAPHQL_OPERATIONS = ("query", "mutation", "subscription")
 _GRAPHQL_OPEN = {"(": ")", "[": "]", "{": "}"}
-_GRAPHQL_NESTING = 32   # inline fragments in inline fragments: past this, not read
+_GRAPHQL_NESTING = 64   # selection sets in selection sets: past this, the document is not read
 
 
 def _skip_group(tokens, i):
@@ -346,10 +349,28 @@ def _skip_directives(tokens, i):
     return i
 
 
-def _selections(tokens, i, nesting=0):
+def _string_arguments(tokens, start, end, field, literals):
+    """String literals among the arguments tokens[start:end] of `field`
+    (objects included) as (field(argument), argument, token)."""
+    for i in range(start + 2, end):
+        if tokens[i][0] == '"' and tokens[i - 1] == ":" and _GRAPHQL_NAME.match(tokens[i - 2]):
+            literals.append(("%s(%s)" % (field, tokens[i - 2][:_MAX_NAME]), tokens[i - 2], tokens[i]))
+
+
+def _graphql_string(token):
+    if token.startswith('"""'):
+        return token[3:-3]
+    try:
+        return json.loads(token)
+    except ValueError:
+        return token[1:-1]
+
+
+def _selections(tokens, i, literals, path="", nesting=0):
     """(top-level items, index after) of the selection set at tokens[i]:
     field names and ("...", fragment name) spreads; inline fragments
-    contribute their fields."""
+    contribute their fields. The string arguments of every field below go
+    to `literals`."""
     if tokens[i] != "{" or nesting > _GRAPHQL_NESTING:
         raise ValueError
     i += 1
@@ -366,7 +387,7 @@ def _selections(tokens, i, nesting=0):
                 i = _skip_directives(tokens, i + 2)
                 continue
             i = _skip_directives(tokens, i)
-            inline, i = _selections(tokens, i, nesting + 1)
+            inline, i = _selections(tokens, i, literals, path, nesting + 1)
             items += inline
             continue
         if not _GRAPHQL_NAME.match(token):
@@ -377,29 +398,33 @@ def _selections(tokens, i, nesting=0):
             if not _GRAPHQL_NAME.match(token):
                 raise ValueError
         items.append(token)
+        field = _join(path, token[:_MAX_NAME])
         i += 1
         if tokens[i] == "(":
-            i = _skip_group(tokens, i)
+            end = _skip_group(tokens, i)
+            _string_arguments(tokens, i, end, field, literals)
+            i = end
         i = _skip_directives(tokens, i)
         if tokens[i] == "{":
-            i = _skip_group(tokens, i)
+            i = _selections(tokens, i, literals, field, nesting + 1)[1]
     return items, i + 1
 
 
 def graphql_document(text):
-    """(operations, fragments) of an executable GraphQL document:
+    """(operations, fragments, literals) of an executable GraphQL document:
     operations [(type, name or None, top-level items)], fragments
-    {name: top-level items}; None when `text` is not one."""
+    {name: top-level items}, literals [(field(argument), argument, string
+    token)]; None when `text` is not one."""
     tokens = _graphql_tokens(text)
     if not tokens:
         return None
-    operations, fragments = [], {}
+    operations, fragments, literals = [], {}, []
     i = 0
     try:
         while i < len(tokens):
             token = tokens[i]
             if token == "{":
-                items, i = _selections(tokens, i)
+                items, i = _selections(tokens, i, literals)
                 operations.append(("query", None, items))
             elif token in _GRAPHQL_OPERATIONS:
                 i += 1
@@ -408,17 +433,17 @@ def graphql_document(text):
                     name, i = tokens[i], i + 1
                 if tokens[i] == "(":
                     i = _skip_group(tokens, i)
-                items, i = _selections(tokens, _skip_directives(tokens, i))
+                items, i = _selections(tokens, _skip_directives(tokens, i), literals)
                 operations.append((token, name, items))
             elif token == "fragment" and tokens[i + 2] == "on":
                 name = tokens[i + 1]
-                items, i = _selections(tokens, _skip_directives(tokens, i + 4))
+                items, i = _selections(tokens, _skip_directives(tokens, i + 4), literals)
                 fragments[name] = items
             else:
                 return None
     except (IndexError, ValueError):
         return None
-    return (operations, fragments) if operations else None
+    return (operations, fragments, literals) if operations else None
 
 
 def _top_fields(items, fragments):
@@ -437,14 +462,17 @@ def _top_fields(items, fragments):
 
 
 def _graphql(document, operation_name, col):
-    """The operation dict of a parsed document; its top-level fields go to `col`."""
-    operations, fragments = document
+    """The operation dict of a parsed document; its top-level fields and the
+    classes of its string arguments go to `col`."""
+    operations, fragments, literals = document
     chosen = operations[0]
     if operation_name is not None:
         chosen = next((op for op in operations if op[1] == operation_name), chosen)
     kind, name, items = chosen
     for field in _top_fields(items, fragments):
         col.add(field[:_MAX_NAME], kind)
+    for path, argument, token in col.items(literals):
+        col.classify(path, _graphql_string(token), argument)
     return {"kind": "graphql", "type": kind, "name": name and name[:_MAX_OPERATION]}
 
 
