@@ -266,7 +266,8 @@ def decode(raw, encoding):
     return {"gzip": gzip.decompress, "br": brotli.decompress}.get(encoding, lambda b: b)(raw)
 
 
-def body_labels(where, *pairs):
+def found_in(where, *pairs):
+    """Labels: (class, in, name) of each (class, name) pair seen in `where` (request.body, query, ...)."""
     return frozenset((cls, where, name) for cls, name in pairs)
 
 
@@ -331,7 +332,7 @@ class Api:
         u = self.data["users"][params["userId"]]
         return Reply(200, {"id": u["id"], "name": u["name"], "email": u["email"], "phone": u["phone"],
                            "createdAt": u["createdAt"], "address": {"city": u["city"], "country": "DE"}},
-                     "gzip", findings=body_labels("response.body", ("email", "email"), ("phone", "phone")))
+                     "gzip", findings=found_in("response.body", ("email", "email"), ("phone", "phone")))
 
     def order(self, params, **_):
         u = self.data["users"][params["userId"]]
@@ -368,7 +369,7 @@ class Api:
         return Reply(200, {"userId": u["id"], "email": u["email"], "phone": u["nationalPhone"],
                            "dateOfBirth": u["dateOfBirth"], "ssn": u["ssn"], "lastLoginIp": u["lastLoginIp"],
                            "loyaltyCard": u["loyaltyCard"], "memberSince": u["createdAt"]},
-                     "br", findings=body_labels("response.body", ("email", "email"), ("phone", "phone"),
+                     "br", findings=found_in("response.body", ("email", "email"), ("phone", "phone"),
                                                 ("date_of_birth", "dateOfBirth"), ("us_ssn", "ssn"),
                                                 ("ip_address", "lastLoginIp")))
 
@@ -386,7 +387,7 @@ class Api:
             u = self.data["users"][op["variables"]["id"]]
             return Reply(200, {"data": {"user": {"id": str(u["id"]), "name": u["name"], "email": u["email"],
                                                  "phone": u["phone"]}}}, "gzip",
-                         findings=body_labels("response.body", ("email", "data.user.email"),
+                         findings=found_in("response.body", ("email", "data.user.email"),
                                               ("phone", "data.user.phone")))
         return Reply(200, {"data": {"updateEmail": {"ok": True, "verificationSent": True}}})
 
@@ -398,7 +399,7 @@ class Api:
         u = next(u for u in self.data["users"].values() if u["email"] == call["params"][0])
         return Reply(200, {"jsonrpc": "2.0", "id": call["id"],
                            "result": {"customerId": u["id"], "email": u["email"], "iban": u["iban"]}},
-                     findings=body_labels("response.body", ("email", "result.email"), ("iban", "result.iban")))
+                     findings=found_in("response.body", ("email", "result.email"), ("iban", "result.iban")))
 
     SOAP = ('<?xml version="1.0" encoding="utf-8"?>\n<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/'
             'envelope/"><soap:Body>%s</soap:Body></soap:Envelope>')
@@ -411,7 +412,7 @@ class Api:
                            % (uid, u["name"], u["email"], u["iban"]))
         base = "Envelope.Body.GetCustomerResponse.Customer."
         return Reply(200, xml, ctype="text/xml; charset=utf-8",
-                     findings=body_labels("response.body", ("email", base + "email"), ("iban", base + "iban")))
+                     findings=found_in("response.body", ("email", base + "email"), ("iban", base + "iban")))
 
     def upload(self, body, **_):
         return Reply(201, {"id": str(uuid.UUID(bytes=hashlib.md5(body).digest(), version=4)), "size": len(body),
@@ -424,17 +425,17 @@ class Api:
     def contacts(self, params, **_):
         u = self.data["users"][params["userId"]]
         return Reply(200, {"contacts": u["contacts"], "updatedAt": "2024-11-02T10:00:00Z"}, "deflate",
-                     findings=body_labels("response.body", ("email", "contacts[].email"),
+                     findings=found_in("response.body", ("email", "contacts[].email"),
                                           ("phone", "contacts[].phone")))
 
     def devices(self, params, **_):
         u = self.data["users"][params["userId"]]
         return Reply(200, {"userId": u["id"], "devices": u["devices"]}, "deflate-raw",
-                     findings=body_labels("response.body", ("ip_address", "devices.{key}.ip")))
+                     findings=found_in("response.body", ("ip_address", "devices.{key}.ip")))
 
     def export(self, **_):
         return Reply(200, {"customers": self.data["customers"], "count": len(self.data["customers"])},
-                     findings=body_labels("response.body", ("email", "customers[].email"),
+                     findings=found_in("response.body", ("email", "customers[].email"),
                                           ("iban", "customers[].iban")))
 
     def checkout(self, **_):
@@ -456,7 +457,7 @@ class Api:
         return Reply(200, {"access_token": t["access_token"], "token_type": "Bearer", "expires_in": 3600,
                            "refresh_token": t["refresh_token"], "scope": "orders:read"},
                      headers=(("Cache-Control", "no-store"),),
-                     findings=body_labels("response.body", ("jwt", "access_token"), ("secret", "refresh_token")))
+                     findings=found_in("response.body", ("jwt", "access_token"), ("secret", "refresh_token")))
 
     def signup(self, body, **_):
         return Reply(201, {"id": 1000 + len(body), "status": "pending_verification"})
@@ -569,7 +570,7 @@ def grpc_reply(data, method, request):
     u = data["users"][str(_pb_read_varint(request, 1)[0])]
     return Reply(200, pb_message([(1, u["id"]), (2, u["name"]), (3, u["email"]), (4, u["phone"]),
                                   (5, [(1, u["city"]), (2, "DE")])]), ctype="application/grpc",
-                 findings=body_labels("response.body", ("email", "3"), ("phone", "4")))
+                 findings=found_in("response.body", ("email", "3"), ("phone", "4")))
 
 
 def grpc_server(data):

@@ -10,7 +10,7 @@ import json
 from typing import NamedTuple
 from urllib.parse import quote, urlencode
 
-from enrich_app import GRPC_SERVICE, Api, pb_message
+from enrich_app import GRPC_SERVICE, Api, found_in, pb_message
 
 
 class Call(NamedTuple):
@@ -26,6 +26,12 @@ class Call(NamedTuple):
 # (class, in, name) a careful sensor may report or not: neither required nor counted wrong
 TOLERATED = frozenset({("secret", "request.body", "secretAccessKey"), ("secret", "cookie", "access_token"),
                        ("secret", "response.body", "access_token"), ("api_key", "request.body", "client_secret")})
+
+# the credentials' labels: where each kind of request carries one
+JWT_HEADER = found_in("request.header", ("jwt", "authorization"))
+BASIC_HEADER = found_in("request.header", ("password", "authorization"))
+BEARER_HEADER = found_in("request.header", ("bearer_token", "authorization"))
+KEY_HEADER = found_in("request.header", ("api_key", "x-api-key"))
 
 NONE = {"scheme": "none"}
 API_KEY_HEADER = {"scheme": "api-key-header", "name": "x-api-key"}
@@ -78,10 +84,6 @@ def jwt_auth(alg, claims):
     return {"scheme": "bearer-jwt", "name": "authorization", "alg": alg, "claims": sorted(claims)}
 
 
-def hdr(where, *pairs):
-    return frozenset((cls, where, name) for cls, name in pairs)
-
-
 def corpus_calls(fake, data):
     """The client's requests over one connection, fresh credentials each time."""
     users = data["users"]
@@ -94,28 +96,28 @@ def corpus_calls(fake, data):
 
     for uid in users:
         headers, auth = bearer_jwt(uid)
-        calls.append(Call("GET", "/api/v1/users/" + uid, headers, labels=hdr("request.header", ("jwt", "authorization")),
-                          auth=auth))
+        calls.append(Call("GET", "/api/v1/users/" + uid, headers, labels=JWT_HEADER, auth=auth))
     for uid in list(users)[:2]:
         headers, auth = bearer_jwt(uid)
         calls.append(Call("GET", "/api/v1/users/%s/orders/%s" % (uid, users[uid]["orders"][1]), headers,
-                          labels=hdr("request.header", ("jwt", "authorization")), auth=auth))
+                          labels=JWT_HEADER, auth=auth))
     for slug in data["products"]:
         calls.append(Call("GET", "/api/v1/products/" + slug, auth=NONE))
     api_key_q = {"scheme": "api-key-query", "name": "api_key"}
     query = fake.plant("trail runner " + fake.token(6).lower())     # not sensitive, still a value
     calls.append(Call("GET", "/api/v1/search?" + urlencode({"q": query, "page": 2, "api_key": fake.opaque()}),
-                      labels=hdr("query", ("api_key", "api_key")), auth=api_key_q))
+                      labels=found_in("query", ("api_key", "api_key")), auth=api_key_q))
     calls.append(Call("GET", "/api/v1/search?" + urlencode({"q": fake.email(), "page": 1, "api_key": fake.opaque()}),
-                      labels=hdr("query", ("api_key", "api_key"), ("email", "q")), auth=api_key_q))
+                      labels=found_in("query", ("api_key", "api_key"), ("email", "q")), auth=api_key_q))
 
     u = users["1002"]
     form = urlencode({"username": u["email"], "password": fake.password(), "remember": "on"}).encode()
     calls.append(Call("POST", "/login", (("Content-Type", "application/x-www-form-urlencoded"),), form,
-                      hdr("request.body", ("email", "username"), ("password", "password")), NONE))
+                      found_in("request.body", ("email", "username"), ("password", "password")), NONE))
     calls.append(Call("GET", "/api/v1/profile", (("Cookie", "sid=%s; theme=dark; lang=en-GB" % u["session"]),
                                                  ("X-Forwarded-For", fake.ipv4())),
-                      labels=frozenset({("secret", "cookie", "sid"), ("ip_address", "request.header", "x-forwarded-for")}),
+                      labels=found_in("cookie", ("secret", "sid"))
+                      | found_in("request.header", ("ip_address", "x-forwarded-for")),
                       auth={"scheme": "cookie-session", "name": "sid"}))
 
     for brand, coding in (("visa", None), ("amex", "gzip"), ("mastercard", None)):
@@ -129,8 +131,8 @@ def corpus_calls(fake, data):
             body = gzip.compress(body, mtime=0)
             headers.append(("Content-Encoding", coding))
         calls.append(Call("POST", "/api/v1/payments", tuple(headers), body,
-                          hdr("request.body", ("payment_card", "card.number"), ("iban", "billing.iban"),
-                              ("email", "billing.email")) | hdr("request.header", ("api_key", "x-api-key")),
+                          found_in("request.body", ("payment_card", "card.number"), ("iban", "billing.iban"),
+                              ("email", "billing.email")) | KEY_HEADER,
                           API_KEY_HEADER))
 
     opaque = {"scheme": "bearer-opaque", "name": "authorization"}
@@ -138,7 +140,7 @@ def corpus_calls(fake, data):
            "operationName": "GetUser", "variables": {"id": "1003"}}
     calls.append(Call("POST", "/graphql", (("Content-Type", "application/json"),
                                            ("Authorization", "Bearer " + fake.opaque())),
-                      json.dumps(gql).encode(), hdr("request.header", ("bearer_token", "authorization")), opaque,
+                      json.dumps(gql).encode(), BEARER_HEADER, opaque,
                       {"kind": "graphql", "type": "query", "name": "GetUser"}))
     gql = {"query": "mutation UpdateEmail($input: EmailInput!) { updateEmail(input: $input) { ok } }",
            "operationName": "UpdateEmail",
@@ -146,27 +148,28 @@ def corpus_calls(fake, data):
     calls.append(Call("POST", "/graphql", (("Content-Type", "application/json"),
                                            ("Authorization", "Bearer " + fake.opaque())),
                       json.dumps(gql).encode(),
-                      hdr("request.body", ("email", "$input.email"), ("password", "$input.password"))
-                      | hdr("request.header", ("bearer_token", "authorization")), opaque,
+                      found_in("request.body", ("email", "$input.email"), ("password", "$input.password"))
+                      | BEARER_HEADER, opaque,
                       {"kind": "graphql", "type": "mutation", "name": "UpdateEmail"}))
 
     basic = {"scheme": "basic", "name": "authorization"}
     rpc = {"jsonrpc": "2.0", "method": "account.getBalance", "params": {"iban": fake.iban()}, "id": 7}
-    calls.append(Call("POST", "/rpc", (("Content-Type", "application/json"), ("Authorization", fake.basic("svc-ledger"))),
-                      json.dumps(rpc).encode(),
-                      hdr("request.body", ("iban", "params.iban")) | hdr("request.header", ("password", "authorization")),
+    calls.append(Call("POST", "/rpc", (("Content-Type", "application/json"),
+                                       ("Authorization", fake.basic("svc-ledger"))), json.dumps(rpc).encode(),
+                      found_in("request.body", ("iban", "params.iban"))
+                      | BASIC_HEADER,
                       basic, {"kind": "jsonrpc", "method": "account.getBalance"}))
     rpc = {"jsonrpc": "2.0", "method": "customer.lookup", "params": [users["1001"]["email"]], "id": 8}
     calls.append(Call("POST", "/rpc", (("Content-Type", "application/json"), ("Authorization", fake.basic("svc-crm"))),
                       json.dumps(rpc).encode(),
-                      hdr("request.body", ("email", "params[]")) | hdr("request.header", ("password", "authorization")),
+                      found_in("request.body", ("email", "params[]")) | BASIC_HEADER,
                       basic, {"kind": "jsonrpc", "method": "customer.lookup"}))
 
     soap = Api.SOAP % '<GetCustomer xmlns="urn:example:crm"><customerId>1003</customerId></GetCustomer>'
     calls.append(Call("POST", "/soap", (("Content-Type", "text/xml; charset=utf-8"),
                                         ("SOAPAction", '"urn:example:crm/GetCustomer"'),
                                         ("Authorization", fake.basic("svc-soap"))),
-                      soap.encode(), hdr("request.header", ("password", "authorization")), basic, {"kind": "soap"}))
+                      soap.encode(), BASIC_HEADER, basic, {"kind": "soap"}))
 
     boundary = "----sensorcorpus%s" % fake.token(12)
     png = b"\x89PNG\r\n\x1a\n" + bytes(fake.rng.getrandbits(8) for _ in range(600))
@@ -176,17 +179,18 @@ def corpus_calls(fake, data):
              + png]
     body = b"".join(b"--%s\r\n%s\r\n" % (boundary.encode(), p) for p in parts) + b"--%s--\r\n" % boundary.encode()
     headers, auth = bearer_jwt("1001", "HS512")
-    calls.append(Call("POST", "/api/v1/uploads", headers + (("Content-Type", "multipart/form-data; boundary=" + boundary),),
-                      body, hdr("request.body", ("email", "owner")) | hdr("request.header", ("jwt", "authorization")),
+    calls.append(Call("POST", "/api/v1/uploads",
+                      headers + (("Content-Type", "multipart/form-data; boundary=" + boundary),),
+                      body, found_in("request.body", ("email", "owner")) | JWT_HEADER,
                       auth))
 
     for iban in data["accounts"]:
         calls.append(Call("GET", "/api/v1/accounts/%s/balance" % iban, (("X-API-Key", fake.opaque()),),
-                          labels=hdr("path", ("iban", "3")) | hdr("request.header", ("api_key", "x-api-key")),
+                          labels=found_in("path", ("iban", "3")) | KEY_HEADER,
                           auth=API_KEY_HEADER))
     for encode in (lambda e: e, lambda e: quote(e, safe="")):
         calls.append(Call("DELETE", "/api/v1/subscribers/" + encode(fake.email()), (("X-API-Key", fake.opaque()),),
-                          labels=hdr("path", ("email", "3")) | hdr("request.header", ("api_key", "x-api-key")),
+                          labels=found_in("path", ("email", "3")) | KEY_HEADER,
                           auth=API_KEY_HEADER))
 
     key_id, secret = fake.aws_keys()
@@ -195,55 +199,55 @@ def corpus_calls(fake, data):
     calls.append(Call("POST", "/api/v1/integrations", (("Content-Type", "application/json"),
                                                        ("Authorization", "Bearer " + fake.opaque())),
                       json.dumps(integ).encode(),
-                      hdr("request.body", ("aws_access_key", "accessKeyId"), ("aws_secret_key", "secretAccessKey"),
-                          ("private_key", "sshPrivateKey")) | hdr("request.header", ("bearer_token", "authorization")),
+                      found_in("request.body", ("aws_access_key", "accessKeyId"), ("aws_secret_key", "secretAccessKey"),
+                          ("private_key", "sshPrivateKey")) | BEARER_HEADER,
                       opaque))
     for uid in ("1001", "1003"):
         for what in ("contacts", "devices"):
             headers, auth = bearer_jwt(uid)
             calls.append(Call("GET", "/api/v1/users/%s/%s" % (uid, what), headers,
-                              labels=hdr("request.header", ("jwt", "authorization")), auth=auth))
+                              labels=JWT_HEADER, auth=auth))
     calls.append(Call("GET", "/api/v1/customers/export", (("Api-Key", fake.opaque()),),
-                      labels=hdr("request.header", ("api_key", "api-key")),
+                      labels=found_in("request.header", ("api_key", "api-key")),
                       auth={"scheme": "api-key-header", "name": "api-key"}))
     u = users["1003"]
     form = urlencode({"card_number": fake.card("mastercard"), "exp": "08/28", "name": u["name"],
                       "email": fake.email(), "postcode": "10115"}).encode()
     calls.append(Call("POST", "/checkout", (("Content-Type", "application/x-www-form-urlencoded"),
                                             ("Cookie", "lang=de; sid=%s" % u["session"])), form,
-                      hdr("request.body", ("payment_card", "card_number"), ("email", "email"))
-                      | {("secret", "cookie", "sid")}, {"scheme": "cookie-session", "name": "sid"}))
+                      found_in("request.body", ("payment_card", "card_number"), ("email", "email"))
+                      | found_in("cookie", ("secret", "sid")), {"scheme": "cookie-session", "name": "sid"}))
     calls.append(Call("GET", "/api/v1/verify?" + urlencode({"phone": fake.phone_e164(), "dob": fake.dob(),
                                                            "apikey": fake.opaque()}),
-                      labels=hdr("query", ("phone", "phone"), ("date_of_birth", "dob"), ("api_key", "apikey")),
+                      labels=found_in("query", ("phone", "phone"), ("date_of_birth", "dob"), ("api_key", "apikey")),
                       auth={"scheme": "api-key-query", "name": "apikey"}))
     for _ in range(2):
         calls.append(Call("POST", "/api/v1/phones/%s/verify" % quote(fake.phone_e164(), safe="+"),
                           (("Content-Type", "application/json"), ("Authorization", "Bearer " + fake.opaque())),
                           b'{"channel": "sms", "locale": "en-GB"}',
-                          hdr("path", ("phone", "3")) | hdr("request.header", ("bearer_token", "authorization")),
+                          found_in("path", ("phone", "3")) | BEARER_HEADER,
                           opaque))
     claims = dict(CLAIMS, sub=fake.opaque("auth0|"), email=fake.email(), name=fake.name())
     since = urlencode({"since": 1733300000000, "limit": 50, "sku": data["orders"][0]["sku"]})
     calls.append(Call("GET", "/api/v1/orders?" + since, (("Cookie", "access_token=%s; theme=dark" % fake.jwt(claims)),),
-                      labels=frozenset({("jwt", "cookie", "access_token")}),
+                      labels=found_in("cookie", ("jwt", "access_token")),
                       auth={"scheme": "cookie-session", "name": "access_token", "alg": "HS256",
                             "claims": sorted(claims)}))
     form = urlencode({"grant_type": "client_credentials", "client_id": "shop-backoffice",
                       "client_secret": fake.opaque("cs_"), "scope": "orders:read"}).encode()
     calls.append(Call("POST", "/oauth/token", (("Content-Type", "application/x-www-form-urlencoded"),), form,
-                      hdr("request.body", ("secret", "client_secret")), NONE))
+                      found_in("request.body", ("secret", "client_secret")), NONE))
     signup = {"firstName": "Ana", "lastName": "Costa", "email": fake.email(), "password": fake.password(),
-              "birthDate": "%02d/%02d/%d" % (fake.rng.randint(1, 12), fake.rng.randint(1, 28), fake.rng.randint(1950, 2001)),
+              "birthDate": fake.fresh(lambda: "%02d/%02d/%d" % (fake.rng.randint(1, 12), fake.rng.randint(1, 28),
+                                                                fake.rng.randint(1950, 2001))),
               "mobile": fake.phone_national(), "marketingOptIn": True, "referralCode": "FRIEND-2024"}
-    fake.plant(signup["birthDate"])
     calls.append(Call("POST", "/api/v1/signup", (("Content-Type", "application/json"),), json.dumps(signup).encode(),
-                      hdr("request.body", ("email", "email"), ("password", "password"), ("date_of_birth", "birthDate"),
-                          ("phone", "mobile")), NONE))
+                      found_in("request.body", ("email", "email"), ("password", "password"),
+                               ("date_of_birth", "birthDate"), ("phone", "mobile")), NONE))
     invites = [{"email": fake.email(), "role": role} for role in ("admin", "viewer", "viewer")]
     calls.append(Call("POST", "/api/v1/invitations", (("Content-Type", "application/json"),
                                                       ("X-API-Key", fake.opaque())), json.dumps(invites).encode(),
-                      hdr("request.body", ("email", "[].email")) | hdr("request.header", ("api_key", "x-api-key")),
+                      found_in("request.body", ("email", "[].email")) | KEY_HEADER,
                       API_KEY_HEADER))
     return calls
 
@@ -255,8 +259,8 @@ def grpc_calls(fake):
             ("GetCustomer", pb_message([(1, 1001)]), frozenset()),
             ("GetCustomer", pb_message([(1, 1003)]), frozenset()),
             ("UpdateContact", pb_message([(1, 1002), (2, fake.email()), (3, fake.phone_e164())]),
-             hdr("request.body", ("email", "2"), ("phone", "3")))]:
+             found_in("request.body", ("email", "2"), ("phone", "3")))]:
         claims = dict(CLAIMS, sub=fake.opaque("auth0|"), email=fake.email(), name=fake.name())
         calls.append(Call("POST", "/%s/%s" % (GRPC_SERVICE, method), (("authorization", "Bearer " + fake.jwt(claims)),),
-                          request, labels | hdr("request.header", ("jwt", "authorization")), jwt_auth("HS256", claims)))
+                          request, labels | JWT_HEADER, jwt_auth("HS256", claims)))
     return calls

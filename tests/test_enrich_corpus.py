@@ -258,6 +258,18 @@ def test_routes_are_exactly_the_app_routes_per_host(corpus):
     assert all(0 < p.rec["sensor.route.confidence"] <= 1 for p in corpus.pairs if p.v in HOSTS)
 
 
+def test_route_hints_name_every_route(corpus, tmp_path):
+    """With the app's route table as hints (--route-hints), http.route is the app's, names and all."""
+    hints = tmp_path / "hints.txt"
+    hints.write_text("# the shop's routes\n" + "".join("%s %s\n" % (HOSTS["1.1"], t)
+                                                      for t in sorted(corpus.api.templates)))
+    out, _ = replay(corpus.pcaps["1.1"], "--format", "jsonl", "-o", "-", "--route-hints", str(hints))
+    recs = sorted((json.loads(x) for x in out.splitlines() if x.strip()), key=lambda r: r["start_ns"])
+    got = [(p.template, r.get("http.route")) for p, r in zip([p for p in corpus.pairs if p.v == "1.1"], recs)]
+    assert [g for g in got if g[0] != g[1]] == [], "(app route, http.route) that differ"
+    assert {r.get("http.route") for r in recs} == corpus.api.templates
+
+
 # ------------------------------------------------------------------ shapes
 
 def type_ok(want, got):
@@ -411,6 +423,6 @@ def test_grpc_calls(corpus):
 
 
 def test_decoys_are_not_classed(corpus):
-    classed = ["%s: %s" % (p.what, f) for p in corpus.pairs
-               for f in findings(p.rec) if f[1].endswith(".body") and re.split(r"[.\[\]]+", f[2].strip("[]"))[-1] in DECOY_KEYS]
+    classed = ["%s: %s" % (p.what, f) for p in corpus.pairs for f in findings(p.rec)
+               if f[1].endswith(".body") and re.split(r"[.\[\]]+", f[2].strip("[]"))[-1] in DECOY_KEYS]
     assert not classed, "decoys (EAN, last4, Luhn-invalid, epoch ms, ids) classed:\n" + "\n".join(classed)
