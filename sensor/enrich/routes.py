@@ -27,17 +27,22 @@ A segment is, on its own (see `segment_type`):
   parent, most of them seen fewer than `settle_count` times (resource names
   are called again and again, ids and slugs mostly a few times each), and
   half the siblings sharing a continuation (ending there, a parameter, the
-  same next literal, or next literals of their own). Positions right under the root, a namespace or a version hold
-  resource names (/api/users, /api/orders, ...) and fold only past
-  `max_distinct`, which bounds every position anyway. Right after a
+  same next literal, or next literals of their own). Positions right under
+  the root, a namespace or a version hold resource names (/api/users,
+  /api/orders, ...) and fold only past `max_distinct`, which bounds every
+  position anyway. Right after a
   parameter, a literal seen under two values of it is a sub-resource
   (/users/{userId}/orders) and kept; the position folds only once its
   literals came under two values (one client walking all the sub-resources
   of one repository is not a set of values).
 
+Hints (`parse_hints`) come first: a hinted parameter position takes every
+segment but the literals pinned there, a hinted literal is never folded.
+
 Memory is bounded: `max_distinct` plain literals a position, `max_nodes`
 nodes a host, `max_total_nodes` overall, `max_hosts` hosts (later hosts
-share one tree). A full tree folds a new plain literal into a parameter.
+share one tree), `max_depth` segments a path. Once a tree is full, a new
+plain literal is taken for a parameter (confidence 0.5) and nothing is added.
 """
 import re
 from collections import namedtuple
@@ -105,11 +110,11 @@ def _classify_fresh(seg):
     fmt = value_format(seg)
     if fmt == "date" or _DOTTED.match(seg):
         return DATED, fmt or "float"
+    if fmt and fmt != "boolean":
+        return VALUE, fmt
     classes = value_classes(seg)
     if classes:
         return VALUE, classes[0]
-    if fmt and fmt != "boolean":
-        return VALUE, fmt
     if "@" in seg:
         return VALUE, "at"
     if _NUMBERISH.match(seg):
@@ -372,7 +377,6 @@ class RouteLearner:
         if node.variable:
             return node.param or self._new_param(tree, node)
         if self._full(tree):
-            self._collapse(tree, node)
             return node.param
         child = self._add(tree, node, seg, False)
         if self._holds_values(node):
@@ -485,16 +489,19 @@ class RouteLearner:
 
     def _resolve(self, tree, path):
         node = tree.root
-        route, masked, used = [], [], set()
+        route, masked, used, last = [], [], set(), {}     # last: base name -> its last number
         confidence, settled = 1.0, True
         prev, prev_kind, depth = None, None, 0
         full = self._full(tree)
 
         def name_for(at):
             base = at.name if at is not None and at.variable == FORCED else _param_name(prev, prev_kind)
-            name, n = base, 2
+            n = last.get(base, 0) + 1
+            name = base if n == 1 else f"{base}{n}"
             while name in used:
-                name, n = f"{base}{n}", n + 1
+                n += 1
+                name = f"{base}{n}"
+            last[base] = n
             used.add(name)
             return "{" + name + "}"
 
@@ -516,8 +523,8 @@ class RouteLearner:
             elif kind == VALUE or (node is not None and node.variable) or full or depth >= self.max_depth:
                 if kind != VALUE and node is not None and node.variable == LEARNED:
                     confidence = min(confidence, node.param.distinct / self.conclusive if node.param else 0.0)
-                elif kind != VALUE and node is None:
-                    confidence = min(confidence, 0.5)       # folded because the tree is full
+                elif kind != VALUE and (node is None or not node.variable):
+                    confidence = min(confidence, 0.5)       # the tree is full or the path too deep
                 param = name_for(node)
                 route.append(param)
                 masked.append(param)
