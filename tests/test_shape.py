@@ -151,6 +151,13 @@ def test_form_fields_with_formats_and_brackets():
     assert s.findings == [("email", "email", 1)]
 
 
+def test_form_names_that_are_data_and_deep_brackets():
+    s = shape(b"ann%40example.com=1&ids[550e8400-e29b-41d4-a716-446655440000]=x&a" + b"[b]" * 40 + b"=1",
+              "application/x-www-form-urlencoded")
+    assert set(s.fields) == {"{key}", "ids.{key}", "a" + ".b" * 15} and s.limits == ["depth"]
+    assert b"ann" not in msgpack.packb(s.to_record())
+
+
 def test_truncated_form_drops_the_pair_cut_short():
     s = shape(b"a=1&token_hash=abc", "application/x-www-form-urlencoded", truncated=True)
     assert s.fields == {"a": "string:integer"} and s.truncated

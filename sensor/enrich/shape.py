@@ -114,6 +114,11 @@ def _remember_named(keys):
         _named_keys.add(keys)
 
 
+def _label(key):
+    """A key as a path component: cut to length, "{key}" when it is data."""
+    return "{key}" if _is_value_key(key) else key[:_MAX_NAME]
+
+
 _JSON_TYPES = {dict: "object", list: "array", bool: "boolean", int: "integer", float: "number"}
 
 
@@ -217,6 +222,8 @@ def _fingerprint(kind, fields):
 
 
 class Shape:
+    """The shape of one body: kind, fields, fingerprint, findings,
+    operation (see the module docstring)."""
     __slots__ = ("kind", "fields", "findings", "operation", "truncated", "limits", "compressed",
                  "fingerprint")
 
@@ -302,6 +309,8 @@ def _load_json(data, col):
     except ValueError:
         return _json_prefix(data.decode("utf-8", "replace"))
 
+
+# -- GraphQL (a body of its own, or the "query" of a JSON request)
 
 def _graphql_tokens(text):
     """The significant tokens of a GraphQL document, None when `text` is not
@@ -411,7 +420,8 @@ def _selections(tokens, i, literals, path="", nesting=0):
 
 
 def graphql_document(text):
-    """(operations, fragments, literals) of an executable GraphQL document:
+    """(operations, fragments, literals) of an executable GraphQL document
+    (a request body, or the query parameter of a GraphQL GET):
     operations [(type, name or None, top-level items)], fragments
     {name: top-level items}, literals [(field(argument), argument, string
     token)]; None when `text` is not one."""
@@ -501,6 +511,8 @@ def _graphql_request(doc, col):
     return operation
 
 
+# -- JSON-RPC, and the JSON readers
+
 def _rpc_name(name):
     return name if _RPC_NAME.match(name) and value_format(name) is None else "{value}"
 
@@ -564,16 +576,17 @@ def _text(data, params):
 _FORM_SEGMENT = re.compile(r"\[([^\]]*)\]")
 
 
-def _form_path(name):
+def _form_path(name, col):
     """Key path of a form field name: "user[address][city]" is
     user.address.city, "tags[]" and "items[0]" are arrays."""
     head, _, rest = name.partition("[")
-    path = "{key}" if _is_value_key(head) else head[:_MAX_NAME]
-    for segment in _FORM_SEGMENT.findall("[" + rest) if rest else ():
-        if not segment or segment.isdigit():
-            path += "[]"
-        else:
-            path = _join(path, "{key}" if _is_value_key(segment) else segment[:_MAX_NAME])
+    segments = _FORM_SEGMENT.findall("[" + rest) if rest else ()
+    if len(segments) >= col.max_depth:
+        col.limits.add("depth")
+        segments = segments[:col.max_depth - 1]
+    path = _label(head)
+    for segment in segments:
+        path = path + "[]" if not segment or segment.isdigit() else _join(path, _label(segment))
     return path
 
 
@@ -582,7 +595,7 @@ def _read_form(data, params, col, truncated):
     if truncated and "&" in text:
         text = text.rpartition("&")[0]      # the last pair may be cut short
     for name, value in col.items(parse_qsl(text, keep_blank_values=True)):
-        col.string(_form_path(name), value, name)
+        col.string(_form_path(name, col), value, name)
     return Shape("form", col, truncated)
 
 
@@ -620,7 +633,7 @@ def _read_multipart(data, params, col, truncated):
         name = disposition.get("name")
         if name is None:
             continue
-        path = _form_path(name)
+        path = _form_path(name, col)
         media, part_params = _media_type(headers.get("content-type", "text/plain"))
         if body.endswith(b"\r\n"):
             body = body[:-2]                            # the CRLF belongs to the next delimiter
@@ -652,8 +665,7 @@ def _refuse(*args):
 
 
 def _xml_label(tag):
-    name = tag.rpartition(" ")[2]           # expat gives "namespace-uri local-name"
-    return "{key}" if _is_value_key(name) else name[:_MAX_NAME]
+    return _label(tag.rpartition(" ")[2])   # expat gives "namespace-uri local-name"
 
 
 def _read_xml(data, params, col, truncated):
@@ -702,7 +714,7 @@ def _read_xml(data, params, col, truncated):
         parser.Parse(data, True)
     except _Refused:
         col.limits.add("dtd")
-    except (expat.ExpatError, ValueError):
+    except expat.ExpatError:
         truncated = truncated or bool(open_elements)
     for path, _, has_children, _ in open_elements:
         if path is not None and has_children:
