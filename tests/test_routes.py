@@ -66,6 +66,11 @@ def test_slugs_fold_after_enough_distinct_values_and_not_before():
     assert learner.resolve("h", "/posts/yet-another").settled
 
 
+def test_a_hot_value_folds_with_the_rare_ones():
+    learner = learn(["/users/alice"] * 30 + [f"/users/user-{c}" for c in "abcdefghijk"])
+    assert route(learner, "/users/alice") == "/users/{userId}"
+
+
 def test_sibling_resources_stay_literal():
     resources = ["users", "orders", "products"]
     learner = learn([f"/shop/{r}" for r in resources] * 40)
@@ -210,6 +215,14 @@ def test_malformed_hints_name_their_line(text, line):
         parse_hints(text, "hints")
 
 
+def walk(node):
+    yield node
+    for child in node.children.values():
+        yield from walk(child)
+    if node.param is not None:
+        yield from walk(node.param)
+
+
 def test_memory_is_bounded_under_random_paths():
     rnd = random.Random(5)
     learner = RouteLearner(max_nodes=2000)
@@ -232,14 +245,6 @@ def test_memory_is_bounded_under_random_paths():
     assert learner.resolve("host9", "/orders/1").route == "/orders/{orderId}"
     # a very long segment is a value, not a key kept in memory
     assert learner.resolve("host0", "/" + "word-" * 40).route == "/{id}"
-
-
-def walk(node):
-    yield node
-    for child in node.children.values():
-        yield from walk(child)
-    if node.param is not None:
-        yield from walk(node.param)
 
 
 PLANTED = [

@@ -196,7 +196,7 @@ class _Tree:
         self.generation = 0     # bumped whenever a resolution could change: cached ones expire
 
 
-Hint = namedtuple("Hint", "host literal segments")    # segments: literals and "{name}"
+Hint = namedtuple("Hint", "host segments")    # host None: every host; segments: literals and "{name}"
 
 _HINT_NAME = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}\Z")
 
@@ -235,7 +235,7 @@ def parse_hints(text, source="<hints>"):
                 if names.setdefault(key, match.group(1)) != match.group(1):
                     raise ValueError(f"{where}: {seg!r} names a position already named "
                                      f"{{{names[key]}}}")
-        hints.append(Hint(host, literal, segments))
+        hints.append(Hint(host, segments))
     return hints
 
 
@@ -274,7 +274,6 @@ class RouteLearner:
     def observe(self, host, path):
         tree = self._tree(host)
         node = tree.root
-        node.count += 1
         prev, depth = "", 0
         for seg in path.split("/"):
             if not seg:
