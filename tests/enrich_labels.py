@@ -148,9 +148,17 @@ def corpus_calls(fake, data):
     calls.append(Call("POST", "/graphql", (("Content-Type", "application/json"),
                                            ("Authorization", "Bearer " + fake.opaque())),
                       json.dumps(gql).encode(),
-                      found_in("request.body", ("email", "$input.email"), ("password", "$input.password"))
+                      found_in("request.body", ("email", "$.input.email"), ("password", "$.input.password"))
                       | BEARER_HEADER, opaque,
                       {"kind": "graphql", "type": "mutation", "name": "UpdateEmail"}))
+    # an inline literal argument rather than a variable: as much a value
+    gql = {"query": 'mutation Subscribe { newsletter { subscribe(email: "%s", source: "footer") { ok } } }'
+                    % fake.email(), "operationName": "Subscribe"}
+    calls.append(Call("POST", "/graphql", (("Content-Type", "application/json"),
+                                           ("Authorization", "Bearer " + fake.opaque())),
+                      json.dumps(gql).encode(),
+                      found_in("request.body", ("email", "newsletter.subscribe(email)")) | BEARER_HEADER, opaque,
+                      {"kind": "graphql", "type": "mutation", "name": "Subscribe"}))
 
     basic = {"scheme": "basic", "name": "authorization"}
     rpc = {"jsonrpc": "2.0", "method": "account.getBalance", "params": {"iban": fake.iban()}, "id": 7}
