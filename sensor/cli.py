@@ -118,6 +118,16 @@ def _sink_summary(writer):
         click.echo(line, err=True)
 
 
+def _record_stage(raw_targets, route_hints):
+    """The record stage with enrichment; a bad hints file is a one-line error."""
+    from .enrich import Enricher
+    from .records import RecordStage
+    try:
+        return RecordStage(raw_targets, Enricher(route_hints))
+    except (OSError, ValueError) as e:
+        raise click.ClickException("route hints %s: %s" % (route_hints, e))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="sensor")
 def main():
@@ -149,9 +159,15 @@ def main():
               help="Open HTTP/2 streams kept per connection; more are counted and not tracked.")
 @click.option("--h2-max-header-block", type=click.IntRange(1024, None), default=256 << 10, show_default=True,
               help="Bytes of one HTTP/2 header block (HEADERS + CONTINUATION); larger blocks are dropped, counted.")
+@click.option("--body-cap", type=click.IntRange(0, 16384), default=64, show_default=True,
+              help="KiB of each request and response body read for payload shape and sensitive data "
+                   "(JSON, forms, multipart, XML, GraphQL, gRPC); 0 = no bodies. Values never leave the sensor.")
+@click.option("--route-hints", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Endpoint hints file: '/post/{postId}' makes that position a parameter, '=/users/me' keeps a "
+                   "literal path; hints win over the route learner.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_window, bpf, tunnel_key,
-           vlan_key, h2_max_streams, h2_max_header_block, quiet, sink_opts):
+           vlan_key, h2_max_streams, h2_max_header_block, body_cap, route_hints, quiet, sink_opts):
     """Read pcap/pcapng captures (optionally gzip-compressed) and write one
     record per HTTP transaction.
 
@@ -162,17 +178,17 @@ def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_w
     """
     from .bpf import BpfError
     from .pipeline import replay as run_replay
-    from .records import RecordStage
 
     writer = _open_outputs(output, fmt, sink_opts)
     # SIGTERM stops as Ctrl-C does: the outputs drain within --drain-timeout, the rest stays in their spools
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     progress = _Progress() if sys.stderr.isatty() and not quiet else None
     try:
-        res = run_replay(files, writer, RecordStage(raw_targets), progress=progress, bpf=bpf,
+        res = run_replay(files, writer, _record_stage(raw_targets, route_hints), progress=progress, bpf=bpf,
                          memory_budget=memory_budget << 20, idle_timeout=idle_timeout,
                          h2_max_streams=h2_max_streams, h2_max_header_block=h2_max_header_block,
-                         dedup_window=dedup_window / 1000.0, tunnel_in_key=tunnel_key, vlan_in_key=vlan_key)
+                         dedup_window=dedup_window / 1000.0, tunnel_in_key=tunnel_key, vlan_in_key=vlan_key,
+                         enrich=True, body_cap=body_cap << 10)
     except (BpfError, ValueError) as e:
         raise click.ClickException(str(e))
     finally:
@@ -216,10 +232,16 @@ def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_w
 @click.option("--tunnel-key/--no-tunnel-key", default=True, show_default=True,
               help="Tunnel ids (VXLAN/Geneve VNI, GRE key, ERSPAN session) join the connection key.")
 @click.option("--vlan-key", is_flag=True, help="VLAN ids join the connection key too.")
+@click.option("--body-cap", type=click.IntRange(0, 16384), default=64, show_default=True,
+              help="KiB of each request and response body read for payload shape and sensitive data "
+                   "(JSON, forms, multipart, XML, GraphQL, gRPC); 0 = no bodies. Values never leave the sensor.")
+@click.option("--route-hints", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Endpoint hints file: '/post/{postId}' makes that position a parameter, '=/users/me' keeps a "
+                   "literal path; hints win over the route learner.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, no_promisc, duration,
-            count, user, stats_interval, memory_budget, idle_timeout, dedup_window, tunnel_key, vlan_key, quiet,
-            sink_opts):
+            count, user, stats_interval, memory_budget, idle_timeout, dedup_window, tunnel_key, vlan_key,
+            body_cap, route_hints, quiet, sink_opts):
     """Capture live from network interfaces (SPAN/mirror ports, veth, tunnels)
     and write one record per HTTP transaction. Stops on Ctrl-C or SIGTERM,
     writing the transactions still open as partial records; SIGHUP reopens
@@ -231,7 +253,6 @@ def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, 
       sensor capture -i eth1 -i eth2 --workers 2 --bpf 'tcp' -o records.msgpack
     """
     from .capture import CaptureSetupError, capture as run_capture
-    from .records import RecordStage
 
     codes = None
     if bpf:
@@ -248,10 +269,10 @@ def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, 
     opts = {"workers": workers, "snaplen": snaplen, "ring_mb": ring_size, "promisc": not no_promisc,
             "bpf": codes, "stats_interval": stats_interval}
     try:
-        res = run_capture(list(ifaces), writer, RecordStage(raw_targets), opts,
+        res = run_capture(list(ifaces), writer, _record_stage(raw_targets, route_hints), opts,
                           {"memory_budget": memory_budget << 20, "idle_timeout": idle_timeout,
                            "dedup_window": dedup_window / 1000.0, "tunnel_in_key": tunnel_key,
-                           "vlan_in_key": vlan_key},
+                           "vlan_in_key": vlan_key, "enrich": True, "body_cap": body_cap << 10},
                           duration=duration, count=count, user=user,
                           ready=lambda: click.echo("sensor: capturing on %s" % ", ".join(ifaces), err=True))
     except (CaptureSetupError, KeyError, PermissionError) as e:
