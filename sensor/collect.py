@@ -101,7 +101,8 @@ class Collector:
                 s.close()
             raise CollectError("cannot listen on %s: %s" % (lst.name, e.strerror or e))
         for lst, server in zip(self.listeners, servers):
-            self._say("sensor collect: listening on %s" % lst.address(server))
+            lst.name = lst.address(server)          # port 0: the port it got
+            self._say("sensor collect: listening on %s" % lst.name)
         ticker = asyncio.ensure_future(self._live()) if self.live_interval else None
         await stop.wait()
         if ticker:

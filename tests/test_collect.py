@@ -87,8 +87,8 @@ def test_replay_to_collect_jsonl_summary(tmp_path):
     err = c.stop()
     lines = (tmp_path / "out.jsonl").read_text().splitlines()
     assert len(lines) == 12 and '"method":"PATCH"' in "".join(lines)
-    assert "12 records" in err
-    assert "       2  GET /api/v1/users/2" in err
+    assert "%s: 12 records, 1 connections" % c.addr in err
+    assert "       1  DELETE /api/v1/users/" in err
 
 
 def test_unix_listener_removes_its_socket(tmp_path):

@@ -18,7 +18,7 @@ from ..records import scorer_view
 
 
 class FileWriter:
-    takes_records = False
+    takes_records = False       # Outputs hands it the encoded bytes, to write_encoded()
 
     def __init__(self, path="-", fmt="msgpack", rotate_bytes=0, rotate_seconds=0):
         self.fmt = fmt
@@ -33,10 +33,6 @@ class FileWriter:
             self._open_part()
         else:
             self._fh = open(path, "wb", buffering=1 << 20)
-
-    def write_record(self, rec):
-        """Writes one record given as a dict (stats records)."""
-        self.write_encoded(msgpack.packb(rec, use_bin_type=True), 1)
 
     def write_encoded(self, data, n):
         """Writes n records already encoded as msgpack (e.g. by a capture worker)."""

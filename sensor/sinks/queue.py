@@ -27,7 +27,7 @@ COUNTERS = ("enqueued", "sent", "acked", "retried", "spooled", "dropped")
 
 
 class DeliveryQueue:
-    takes_records = True        # Outputs hands it records already split (see put())
+    takes_records = True        # Outputs hands it records already split, to put()
 
     def __init__(self, name, transport, spool, policy="block", max_records=100_000, max_bytes=64 << 20,
                  batch_records=2000, batch_bytes=1 << 20, linger=0.2, retries=2, backoff=0.1, max_backoff=5.0):
@@ -50,13 +50,6 @@ class DeliveryQueue:
         self._thread.start()
 
     # -- producer side ---------------------------------------------------
-    def write_encoded(self, data, n):
-        if n:
-            self.put(split_records(data, n))
-
-    def write_record(self, rec):
-        self.put([msgpack.packb(rec, use_bin_type=True)])
-
     def put(self, records):
         """Queues encoded records (one msgpack object each)."""
         self.count += len(records)
