@@ -73,7 +73,7 @@ _DIGIT_RUN = re.compile(r"\d{5}")
 _RPC_NAME = re.compile(r"[A-Za-z_$@][\w.\-:/@$]{0,127}\Z")     # a method or operation name
 _GRAPHQL_NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*\Z")
 _MEDIA = re.compile(r"[a-z0-9][\w!#$&^.+-]{0,63}/[a-z0-9][\w!#$&^.+-]{0,63}\Z")
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 # the caches hold names, and keys that are data: bounded in entries and in
 # the size of what they keep
@@ -784,11 +784,13 @@ def _proto_message(buf, fields, path, depth, col):
             col.add(field_path, _FIXED_TYPES[wire])
             continue
         start, end = value
-        try:
-            text = buf[start:end].decode("utf-8")
-        except UnicodeDecodeError:
-            text = None
-        if text and not _CONTROL.search(text):
+        text = None
+        if end > start and not _CONTROL_BYTES.search(buf, start, end):    # messages mostly have some
+            try:
+                text = buf[start:end].decode("utf-8")
+            except UnicodeDecodeError:
+                pass
+        if text:
             col.string(field_path, text, None)
             continue
         inner = _proto_fields(buf, start, end) if end > start and col.deeper(depth) else None
