@@ -107,6 +107,10 @@ class Fake:
                           "amex": (self.rng.choice(["34", "37"]) + self.digits(4), 15)}[brand]
         return self.fresh(lambda: luhn_complete(prefix + self.digits(length - 1 - len(prefix))), "card")
 
+    def grouped(self, value, sep, size=4):
+        """`value` as people type it: in groups of `size`, joined by `sep`."""
+        return sep.join(value[i:i + size] for i in range(0, len(value), size))
+
     def card_like_decoy(self):
         """16 digits in the Visa range that fail Luhn: a tracking number, not a card."""
         body = "4" + self.digits(14)
@@ -130,18 +134,20 @@ class Fake:
             if not luhn_valid(body + check):
                 return body + check
 
-    def iban(self):
+    def iban(self, grouped=False):
+        """An IBAN (mod 97 check digits), electronic form or print form in groups of four."""
         def make():
             country = self.rng.choice(["DE", "GB", "NL"])
             bban = {"DE": lambda: self.digits(18),
                     "GB": lambda: "NWBK" + self.digits(14),
                     "NL": lambda: "ABNA" + self.digits(10)}[country]()
-            return country + iban_check(country, bban) + bban
-        return self.fresh(make)
+            iban = country + iban_check(country, bban) + bban
+            return self.grouped(iban, " ") if grouped else iban
+        return self.fresh(make, "iban")
 
-    def ssn(self):
-        return self.fresh(lambda: "%03d-%02d-%04d" % (self.rng.choice([a for a in range(1, 900) if a != 666]),
-                                                      self.rng.randint(1, 99), self.rng.randint(1, 9999)))
+    def ssn(self, sep="-"):
+        return self.fresh(lambda: sep.join(("%03d" % self.rng.choice([a for a in range(1, 900) if a != 666]),
+                                            "%02d" % self.rng.randint(1, 99), "%04d" % self.rng.randint(1, 9999))))
 
     def phone_e164(self):
         # NANP 555 numbers and London's drama range (+44 20 7946 0xxx)
@@ -156,6 +162,15 @@ class Fake:
 
     def ipv6(self):
         return self.fresh(lambda: "2001:db8:%x::%x" % (self.rng.randint(1, 0xffff), self.rng.randint(1, 0xffff)))
+
+    def phone_written(self):
+        """A phone as people write it: spaced international, dotted or dashed NANP."""
+        return self.fresh(lambda: self.rng.choice(["+44 20 7946 0%s" % self.digits(3), "415.555.%s" % self.digits(4),
+                                                   "+1-212-555-%s" % self.digits(4)]), "phone")
+
+    def birthday_written(self):
+        return self.fresh(lambda: "%s %d, %d" % (self.rng.choice(["April", "June", "October"]),
+                                                 self.rng.randint(1, 28), self.rng.randint(1950, 2001)))
 
     def dob(self):
         return self.fresh(lambda: "%d-%02d-%02d" % (self.rng.randint(1950, 2001), self.rng.randint(1, 12),
@@ -303,6 +318,7 @@ class Api:
             ("POST", "/oauth/token", self.token),
             ("POST", "/api/v1/signup", self.signup),
             ("POST", "/api/v1/invitations", self.invite),
+            ("PUT", "/api/v1/customers/{customerId}", self.update_customer),
         ]:
             pattern = re.compile("^%s$" % re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", template))
             self.routes.append((method, template, pattern, handler))
@@ -466,6 +482,9 @@ class Api:
 
     def invite(self, body, **_):
         return Reply(207, [{"index": i, "status": 202} for i, _ in enumerate(json.loads(body))])
+
+    def update_customer(self, params, body, **_):
+        return Reply(200, {"id": int(params["customerId"]), "updated": sorted(json.loads(body)), "version": 7})
 
     def unsubscribe(self, **_):
         return Reply(204)

@@ -257,6 +257,21 @@ def corpus_calls(fake, data):
                                                       ("X-API-Key", fake.opaque())), json.dumps(invites).encode(),
                       found_in("request.body", ("email", "[].email")) | KEY_HEADER,
                       API_KEY_HEADER))
+    # values as people type them into a form: grouped, dotted, spelled out, upper case
+    update = {"email": fake.plant(fake.email().replace("@", "+shop@").upper()), "phone": fake.phone_written(),
+              "altPhone": fake.phone_written(), "birthday": fake.birthday_written(), "ssn": fake.ssn(sep=""),
+              "card": {"pan": fake.plant(fake.grouped(fake.card("visa"), " "), "card"), "holder": "ANA COSTA"},
+              "bank": {"iban": fake.iban(grouped=True)}, "lastIp": fake.ipv6(),
+              "credentials": {"currentPassword": fake.password(), "newPassword": fake.password()},
+              "webhookSecret": fake.opaque("whsec_")}
+    headers, auth = bearer_jwt("1002")
+    calls.append(Call("PUT", "/api/v1/customers/5007", headers + (("Content-Type", "application/json"),),
+                      json.dumps(update).encode(),
+                      found_in("request.body", ("email", "email"), ("phone", "phone"), ("phone", "altPhone"),
+                               ("date_of_birth", "birthday"), ("us_ssn", "ssn"), ("payment_card", "card.pan"),
+                               ("iban", "bank.iban"), ("ip_address", "lastIp"),
+                               ("password", "credentials.currentPassword"), ("password", "credentials.newPassword"),
+                               ("secret", "webhookSecret")) | JWT_HEADER, auth))
     return calls
 
 

@@ -174,7 +174,8 @@ def corpus(tmp_path_factory):
 
 def variants(value, kind):
     """Forms a planted value could leave in: raw, JSON-escaped, percent-encoded,
-    base64 (std and url-safe, padded or not), and digits only for cards and phones."""
+    base64 (std and url-safe, padded or not), digits only for cards and phones,
+    IBANs without their print-form spaces."""
     raw = value.encode()
     forms = {value, json.dumps(value)[1:-1], value.replace("/", "\\/"), quote(value, safe=""), quote(value),
              quote_plus(value)}
@@ -183,6 +184,8 @@ def variants(value, kind):
         forms |= {b, b.rstrip("=")}
     if kind in ("card", "phone"):
         forms.add(re.sub(r"\D", "", value))
+    if kind == "iban":
+        forms.add(value.replace(" ", ""))
     return {f for f in forms if len(f) >= 6}
 
 
