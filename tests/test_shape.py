@@ -308,6 +308,17 @@ def test_graphql_fragments_shorthand_and_operation_choice():
     assert sub.operation["type"] == "subscription" and sub.fields == {"messageAdded": "subscription"}
 
 
+def test_graphql_batch():
+    s = shape([{"query": "query A { a }", "variables": {"id": 1}},
+               {"query": "mutation B($e: String) { b(email: $e) }", "variables": {"e": "x@example.com"}},
+               {"operationName": "C", "extensions": {"persistedQuery": {"sha256Hash": "00" * 32}}}])
+    assert s.kind == "graphql"
+    assert s.operation == {"kind": "graphql", "type": ["query", "mutation", None], "name": ["A", "B", "C"]}
+    assert s.fields == {"a": "query", "b": "mutation", "$.id": "integer", "$.e": "string:email"}
+    mixed = shape([{"query": "query A { a }"}, {"query": "not graphql"}])
+    assert mixed.kind == "json" and mixed.operation is None and mixed.fields["[].query"] == "string"
+
+
 def test_graphql_persisted_query_and_lookalikes():
     apq = shape({"operationName": "GetUser", "variables": {"id": 5},
                  "extensions": {"persistedQuery": {"version": 1, "sha256Hash": "ab" * 32}}})

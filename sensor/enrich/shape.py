@@ -47,7 +47,8 @@ values (classify.value_classes), map keys included; a GraphQL string
 argument is found at `field.subfield(argument)`. `Shape.operation`: the
 identity of an RPC tunnelled in a request body, names only:
 `{"kind": "graphql", "type": "query"|"mutation"|"subscription"|None, "name": str|None}`
-(type None: an Apollo persisted query sent without its document),
+(type None: an Apollo persisted query sent without its document; a batch,
+a JSON array of requests: `"type"` and `"name"` are lists),
 `{"kind": "jsonrpc", "method": str}` (a batch: `"method": [str, ...]`),
 `{"kind": "soap", "operation": <first element inside Body>}`.
 """
@@ -486,10 +487,10 @@ def _graphql(document, operation_name, col):
     return {"kind": "graphql", "type": kind, "name": name and name[:_MAX_OPERATION]}
 
 
-def _graphql_request(doc, col):
-    """The operation of a GraphQL-over-JSON request ({"query", "variables",
-    "operationName"}), its variables shaped under "$"; None when `doc` is
-    not one."""
+def _graphql_parse(doc):
+    """(parsed document or None for a persisted query, operationName) of a
+    GraphQL-over-JSON request ({"query", "variables", "operationName"});
+    None when `doc` is not one."""
     if type(doc) is not dict:
         return None
     name = doc.get("operationName")
@@ -498,17 +499,37 @@ def _graphql_request(doc, col):
     query = doc.get("query")
     if type(query) is str:
         document = graphql_document(query)
-        if document is None:
-            return None
-        operation = _graphql(document, name, col)
-    elif name and type(doc.get("extensions")) is dict and "persistedQuery" in doc["extensions"]:
+        return None if document is None else (document, name)
+    if name and type(doc.get("extensions")) is dict and "persistedQuery" in doc["extensions"]:
+        return None, name
+    return None
+
+
+def _graphql_request(doc, parsed, col):
+    """The operation of a parsed GraphQL request; its variables are shaped under "$"."""
+    document, name = parsed
+    if document is None:
         operation = {"kind": "graphql", "type": None, "name": name[:_MAX_OPERATION]}
     else:
-        return None
+        operation = _graphql(document, name, col)
     variables = doc.get("variables")
     if type(variables) is dict and variables:
         col.json_object(variables, "$", None, 1)
     return operation
+
+
+def _graphql_requests(doc, col):
+    """The operation of a GraphQL request, or of a batch of them (a JSON
+    array: "type" and "name" are then lists); None when `doc` is neither."""
+    batch = type(doc) is list
+    requests = doc[:_MAX_METHODS] if batch else [doc]
+    parsed = [_graphql_parse(request) for request in requests]
+    if not parsed or None in parsed:
+        return None
+    operations = [_graphql_request(request, p, col) for request, p in zip(requests, parsed)]
+    if not batch:
+        return operations[0]
+    return {"kind": "graphql", "type": [op["type"] for op in operations], "name": [op["name"] for op in operations]}
 
 
 # -- JSON-RPC, and the JSON readers
@@ -539,7 +560,7 @@ def _read_json(data, params, col, truncated):
     truncated = truncated or not complete
     if doc is _UNREAD:
         return Shape("json", col, truncated)
-    operation = _graphql_request(doc, col)
+    operation = _graphql_requests(doc, col)
     if operation is not None:
         return Shape("graphql", col, truncated, operation)
     col.json(doc, "", None, 0)
