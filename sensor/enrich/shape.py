@@ -840,11 +840,9 @@ def _grpc_frames(data):
         if flag & 0x7E:
             return messages, compressed, False      # not a frame: stop reading
         end = i + 5 + int.from_bytes(data[i + 1:i + 5], "big")
-        if flag & 0x80:
-            pass
-        elif flag & 1:
+        if flag == 1:
             compressed = True
-        else:
+        elif flag == 0:
             messages.append((i + 5, min(end, size)))
         i = end
     return messages, compressed, i != size
