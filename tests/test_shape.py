@@ -10,10 +10,9 @@ import time
 
 import msgpack
 import pytest
+import urllib3
 
 from sensor.enrich.shape import body_shape
-
-urllib3 = pytest.importorskip("urllib3")
 
 
 def shape(body, ctype="application/json", truncated=False, **limits):
