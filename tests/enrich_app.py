@@ -260,6 +260,7 @@ class Reply(NamedTuple):
     ctype: str = "application/json"
     headers: tuple = ()
     findings: frozenset = frozenset()   # (class, in, name) the reply carries, by the app's labels
+    chunked: bool = False           # HTTP/1.1: Transfer-Encoding: chunked
 
 
 def encode(raw, encoding):
@@ -348,7 +349,8 @@ class Api:
         u = self.data["users"][params["userId"]]
         return Reply(200, {"id": u["id"], "name": u["name"], "email": u["email"], "phone": u["phone"],
                            "createdAt": u["createdAt"], "address": {"city": u["city"], "country": "DE"}},
-                     "gzip", findings=found_in("response.body", ("email", "email"), ("phone", "phone")))
+                     "gzip", findings=found_in("response.body", ("email", "email"), ("phone", "phone")),
+                     chunked=True)
 
     def order(self, params, **_):
         u = self.data["users"][params["userId"]]
@@ -443,8 +445,8 @@ class Api:
     def contacts(self, params, **_):
         u = self.data["users"][params["userId"]]
         return Reply(200, {"contacts": u["contacts"], "updatedAt": "2024-11-02T10:00:00Z"}, "deflate",
-                     findings=found_in("response.body", ("email", "contacts[].email"),
-                                          ("phone", "contacts[].phone")))
+                     findings=found_in("response.body", ("email", "contacts[].email"), ("phone", "contacts[].phone")),
+                     chunked=True)
 
     def devices(self, params, **_):
         u = self.data["users"][params["userId"]]
@@ -453,8 +455,8 @@ class Api:
 
     def export(self, **_):
         return Reply(200, {"customers": self.data["customers"], "count": len(self.data["customers"])},
-                     findings=found_in("response.body", ("email", "customers[].email"),
-                                          ("iban", "customers[].iban")))
+                     findings=found_in("response.body", ("email", "customers[].email"), ("iban", "customers[].iban")),
+                     chunked=True)
 
     def checkout(self, **_):
         return Reply(303, headers=(("Location", "/orders/confirmation"),))
@@ -514,11 +516,21 @@ def aiohttp_app(api):
 
     async def handle(request):
         body = await request.read()
-        status, headers, raw = reply_bytes(api.dispatch(request.method, request.raw_path,
-                                                        {k.lower(): v for k, v in request.headers.items()}, body))
-        resp = web.Response(status=status, body=raw or None)
-        for name, value in headers:
-            resp.headers.add(name, value)
+        reply = api.dispatch(request.method, request.raw_path, {k.lower(): v for k, v in request.headers.items()},
+                             body)
+        status, headers, raw = reply_bytes(reply)
+        if not reply.chunked:
+            resp = web.Response(status=status, body=raw or None)
+            for name, value in headers:
+                resp.headers.add(name, value)
+            return resp
+        # streamed as a compressing server sends it: chunks of the coded body
+        resp = web.StreamResponse(status=status, headers=headers)
+        resp.enable_chunked_encoding()
+        await resp.prepare(request)
+        for i in range(0, len(raw), 4000):
+            await resp.write(raw[i:i + 4000])
+        await resp.write_eof()
         return resp
 
     app = web.Application()

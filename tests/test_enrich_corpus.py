@@ -318,9 +318,9 @@ def test_shapes_of_requests_and_responses(corpus):
 
 
 def test_bodies_decoded_whole(corpus):
-    """gzip, br, zstd and deflate (zlib and raw) responses and a gzip request
-    body decode; only the export, longer than the default 64 KiB cap, is cut
-    and says so, its prefix shaped all the same."""
+    """gzip, br, zstd and deflate (zlib and raw) responses, chunked or not,
+    and a gzip request body decode; only the export, longer than the default
+    64 KiB cap, is cut and says so, its prefix shaped all the same."""
     for p in corpus.pairs:
         flags = set(p.rec.get("sensor.completeness") or ())
         cut = p.v != "grpc" and len(reply_bytes(p.reply)[2]) > BODY_CAP
@@ -332,6 +332,10 @@ def test_bodies_decoded_whole(corpus):
         if p.call.body:
             assert p.rec.get("sensor.shape.request"), "%s: request not shaped" % p.what
     assert sum(p.template == "/api/v1/customers/export" for p in corpus.pairs) == 2
+    # the chunked responses were chunked on the wire
+    h1 = [p for p in corpus.pairs if p.v == "1.1"]
+    assert {p.template for p in h1 if "transfer-encoding" in p.rec.get("http.response.header_names", ())} == \
+        {p.template for p in h1 if p.reply.chunked} != set()
 
 
 # ------------------------------------------------------------------ auth, operations, query
