@@ -168,9 +168,9 @@ class Collector:
                     writer.write(b"".join(msgpack.packb({"ack": c}) for c in chunks))
                     lst.acks += len(chunks)
                     await writer.drain()
-        except (ConnectionError, ValueError, msgpack.UnpackException) as e:
+        except Exception as e:      # garbage, bad gzip, a peer gone: that connection ends, the collector stays
             lst.errors += 1
-            self._say("sensor collect: %s: connection dropped: %s" % (lst.name, e))
+            self._say("sensor collect: %s: connection dropped: %s" % (lst.name, str(e) or type(e).__name__))
         except asyncio.CancelledError:
             pass
         finally:

@@ -118,6 +118,21 @@ def test_shared_key_refused(tmp_path):
     assert "1 errors" in c.stop()
 
 
+def test_garbage_drops_that_connection_only(tmp_path):
+    c = Collect("fluent://127.0.0.1:0", tmp_path / "out.msgpack")
+    for junk in (b"\xc1", msgpack.packb(["app", b"not gzip", {"compressed": "gzip", "chunk": "x"}])):
+        s = _sock(c.addr)
+        s.sendall(junk)
+        assert s.recv(100) == b""                   # closed on us, no ack
+        s.close()
+    s = _sock(c.addr)
+    s.sendall(record(7))
+    s.close()
+    err = c.stop()
+    assert [r["seq"] for r in c.records()] == [7]
+    assert err.count("connection dropped") == 2 and "2 errors" in err
+
+
 @pytest.mark.parametrize("listen, message", [
     ("http://127.0.0.1:1", "cannot listen on http://127.0.0.1:1"),
     ("tcp://127.0.0.1", "host and port needed"),

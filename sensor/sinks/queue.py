@@ -202,9 +202,9 @@ class DeliveryQueue:
         delay = self.backoff
         for attempt in range(self.retries + 1):
             if attempt:
-                self.counters["retried"] += len(batch)
                 if self._stop.wait(self._jitter(delay)) or not self._open():
                     break
+                self.counters["retried"] += len(batch)
                 delay = min(delay * 2, self.max_backoff)
             if self._send(batch):
                 return True
