@@ -264,3 +264,22 @@ def test_bad_output_is_a_one_line_error(value, message):
     r = subprocess.run(["sensor", "replay", SAMPLE, "-o", value], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
     assert r.stderr.strip().splitlines()[-1].startswith("Error: Invalid value for '-o' / '--output'")
+
+
+def test_a_failing_transport_never_hangs_the_producer(tmp_path):
+    from sensor.sinks.base import Transport
+    from sensor.sinks.queue import DeliveryQueue
+
+    class Broken(Transport):
+        def send(self, batch):
+            raise RuntimeError("bug")
+
+    q = DeliveryQueue("broken", Broken(None, {}), Spool(str(tmp_path), 1 << 20), max_records=100)
+    t0 = time.monotonic()
+    for _ in range(100):
+        q.put([record(1)] * 50)
+    q.close(time.monotonic() + 1)
+    assert time.monotonic() - t0 < 5
+    c = q.counters
+    assert c["spooled"] == c["enqueued"] == 100 and c["dropped"] == 4900    # nothing unaccounted for
+    assert "sender stopped: RuntimeError('bug')" in q.summary()

@@ -55,11 +55,17 @@ class DeliveryQueue:
         self.count += len(records)
         size = sum(map(len, records))
         with self._cond:
+            if self._stop.is_set():
+                self.counters["dropped"] += len(records)
+                return
             if self.policy == "block":
                 # a batch larger than the whole queue still goes in, once the queue is empty
-                while self._q and not self._stop.is_set() and (
-                        len(self._q) + len(records) > self.max_records or self._qbytes + size > self.max_bytes):
+                while self._q and (len(self._q) + len(records) > self.max_records
+                                   or self._qbytes + size > self.max_bytes):
                     self._cond.wait()
+                    if self._stop.is_set():
+                        self.counters["dropped"] += len(records)
+                        return
             elif len(self._q) + len(records) > self.max_records or self._qbytes + size > self.max_bytes:
                 keep, size, free = 0, 0, self.max_bytes - self._qbytes
                 for rec in records[:max(0, self.max_records - len(self._q))]:
@@ -78,9 +84,7 @@ class DeliveryQueue:
         """SIGHUP: nothing to reopen."""
 
     def flush(self):
-        """Sends the partial batch now rather than after the linger time."""
-        with self._cond:
-            self._cond.notify_all()
+        """Nothing to flush: queued records leave within the linger time."""
 
     def begin_close(self):
         with self._cond:
@@ -147,6 +151,7 @@ class DeliveryQueue:
         up = self._open()
         delay = self.backoff
         next_try = time.monotonic() + self._jitter(delay)
+        inflight = None
         try:
             while not self._stop.is_set():
                 if up and self.spool.pending:
@@ -156,10 +161,12 @@ class DeliveryQueue:
                 if batch is None and (up or not self.spool.pending):
                     break                           # closing, and everything went out
                 if batch:
+                    inflight = batch
                     if up:
                         up = self._deliver(batch)
                     else:
                         self._spool(batch)
+                    inflight = None
                 if not up and time.monotonic() >= next_try:
                     up = self._open()
                     delay = self.backoff if up else min(delay * 2, self.max_backoff)
@@ -168,6 +175,8 @@ class DeliveryQueue:
                     self._stop.wait(max(0.0, next_try - time.monotonic()))
         except Exception as e:      # a bug must not leave the producer blocked on a dead thread
             self.last_error = "sender stopped: %r" % e
+            self._spool(inflight)
+        self._stop.set()            # from now on put() drops (counted) instead of waiting
         self._spool(self._take_all())
         self.transport.close()
 
