@@ -295,12 +295,6 @@ cdef class RecordEncoder:
         if t.alpn is not None:
             wb_key(b, b"tls.next_protocol", 17); wb_pystr(b, t.alpn)
             keys += 1
-        if t.extra is not None:
-            # enrichment (sensor/enrich): url.path masked, route, shapes, findings
-            for k, x in <list>t.extra:
-                wb_pystr(b, k)
-                wb_obj(b, x)
-                keys += 1
         wb_completeness(b, t.flags)
         wb_map_end(b, hdr, keys + 1)
         return 0

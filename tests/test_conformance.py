@@ -26,7 +26,7 @@ def test_conformance_group(group):
 
 def _records(name, *args):
     out = subprocess.run(["sensor", "replay", os.path.join(SPLIT, "pcaps", name), "--format", "jsonl",
-                          "-q", *args], capture_output=True, text=True, check=True).stdout
+                          "-q", "--raw-targets", *args], capture_output=True, text=True, check=True).stdout
     import json
     return [json.loads(line) for line in out.splitlines()]
 

@@ -719,7 +719,7 @@ def test_concurrent_streams_finish_out_of_order(replay):
            data(1, b"1" * 2500), c.resp(5, 201, b""), data(7, b"7" * 6000, end=True), data(1, b"1" * 2500, end=True)]
     c.send_server(b"".join(out))
     c.fin()
-    s = by_sid(replay(c).records)
+    s = by_sid(replay(c, args=("--raw-targets",)).records)
     for sid, (status, size) in want.items():
         assert (s[sid]["path"], s[sid]["status"], s[sid]["http.response.body.size"]) == ("/r/%d" % sid, status, size)
         assert flags(s[sid]) == set()
@@ -793,12 +793,13 @@ PEAK = ("import resource, subprocess, sys; rc = subprocess.run(sys.argv[1:]).ret
 
 
 def run_bounded(tmp_path, conv):
-    """Replay in a fresh process that reports the sensor's peak RSS."""
+    """Replay in a fresh process that reports the sensor's peak RSS (raw
+    targets: paths tell the streams apart)."""
     f = tmp_path / "hostile.pcap"
     conv.write(f)
     t = time.monotonic()
-    p = subprocess.run([sys.executable, "-c", PEAK, "sensor", "replay", str(f), *JSONL], capture_output=True,
-                       timeout=60)
+    p = subprocess.run([sys.executable, "-c", PEAK, "sensor", "replay", str(f), *JSONL, "--raw-targets"],
+                       capture_output=True, timeout=60)
     seconds = time.monotonic() - t
     err = p.stderr.decode(errors="replace")
     assert p.returncode == 0 and "Traceback" not in err, err

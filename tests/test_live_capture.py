@@ -69,7 +69,7 @@ def net():
 
 class Sensor:
     def __init__(self, *args):
-        self.p = subprocess.Popen(["sensor", "capture", "--format", "jsonl", *args],
+        self.p = subprocess.Popen(["sensor", "capture", "--format", "jsonl", "--raw-targets", *args],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         line = self.p.stderr.readline().decode()
         assert "capturing on" in line, line + self.p.stderr.read().decode()
@@ -160,7 +160,7 @@ def test_kernel_tunnels(net, kind):
 
 def test_stats_records_and_sighup_reopen(net, tmp_path):
     out = tmp_path / "records.jsonl"
-    p = subprocess.Popen(["sensor", "capture", "-i", HOST_IF, "--format", "jsonl", "-o", str(out),
+    p = subprocess.Popen(["sensor", "capture", "-i", HOST_IF, "--format", "jsonl", "--raw-targets", "-o", str(out),
                           "--stats-interval", "0.3"], stderr=subprocess.PIPE)
     assert b"capturing on" in p.stderr.readline()
     curl("10.61.0.1", ["/before/200"])

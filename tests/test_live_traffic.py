@@ -54,7 +54,7 @@ def server():
 
 
 def replay(path):
-    r = subprocess.run(["sensor", "replay", str(path), "--format", "jsonl"], capture_output=True, timeout=60)
+    r = subprocess.run(["sensor", "replay", str(path), "--format", "jsonl", "--raw-targets"], capture_output=True, timeout=60)
     assert r.returncode == 0, r.stderr
     return [json.loads(x) for x in r.stdout.splitlines()]
 

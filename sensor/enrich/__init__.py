@@ -13,6 +13,7 @@ The route learner needs evidence before it collapses a slug position
 held back, at most `hold` transactions or `hold_seconds` of packet time,
 then written with the best template known by then.
 """
+from _blake2 import blake2b      # hashlib's import pulls in OpenSSL: ~4 ms of start-up
 from collections import deque
 from urllib.parse import parse_qsl, unquote
 
@@ -25,6 +26,7 @@ from .shape import body_shape
 
 _FLAG = {name: 1 << i for i, name in enumerate(FLAG_NAMES)}
 _SEGMENT_CACHE_MAX = 65536
+_SHAPE_CACHE_MAX = 4096      # bodies whose shape is remembered by content
 
 
 def split_target(target):
@@ -58,7 +60,9 @@ class Enricher:
         self.hold_ns = int(hold_seconds * 1e9)
         self.held = deque()         # (txn, host, path) whose route may still change
         self.segment_classes = {}   # path segment -> its sensitive classes
+        self.shapes = {}            # body digest, media type, coding, truncated -> (shape, flags)
         self.counters = {"bodies_shaped": 0, "bodies_undecodable": 0, "decompression_limits": 0,
+                         "shape_cache_hits": 0,
                          "records_held": 0}
 
     # -- stage interface (records.RecordStage)
@@ -182,20 +186,35 @@ class Enricher:
         return host, path
 
     def body(self, t, side, data, ctype, coding):
+        truncated = bool(t.flags & _FLAG["request_body_truncated" if side == 0 else "response_body_truncated"])
+        # APIs send the same bytes again and again (static JSON, list pages,
+        # polling): the same bytes have the same shape, decoded once
+        key = (blake2b(data, digest_size=16).digest(), ctype, coding, truncated)
+        hit = self.shapes.get(key)
+        if hit is None:
+            if len(self.shapes) >= _SHAPE_CACHE_MAX:
+                del self.shapes[next(iter(self.shapes))]
+            hit = self.shapes[key] = self.shape_of(data, ctype, coding, truncated)
+        else:
+            self.counters["shape_cache_hits"] += 1
+        shape, flag = hit
+        t.flags |= flag
+        return shape
+
+    def shape_of(self, data, ctype, coding, truncated):
+        """(shape or None, completeness flag bits) of one body."""
         decoded, status = decode_body(data, coding, self.max_decoded, self.max_ratio)
         if status == UNDECODABLE:
-            t.flags |= _FLAG["body_undecodable"]
             self.counters["bodies_undecodable"] += 1
-            return None
+            return None, _FLAG["body_undecodable"]
+        flag = 0
         if status == LIMIT:
-            t.flags |= _FLAG["decompression_limit"]
+            flag = _FLAG["decompression_limit"]
             self.counters["decompression_limits"] += 1
-        truncated = status == LIMIT or bool(t.flags & _FLAG["request_body_truncated" if side == 0
-                                                            else "response_body_truncated"])
-        shape = body_shape(decoded, ctype, truncated=truncated)
+        shape = body_shape(decoded, ctype, truncated=truncated or status == LIMIT)
         if shape is not None:
             self.counters["bodies_shaped"] += 1
-        return shape
+        return shape, flag
 
     def path_classes(self, path, add):
         cache = self.segment_classes
