@@ -7,10 +7,11 @@
    the first write to close() returning (everything delivered, acked where
    the protocol acks). The receiver is a discarding peer in its own process
    (reads plain streams; parses Forward messages and acks them), so the
-   figure is the sink's; nats:// goes to a real nats-server with JetStream.
+   figure is the sink's; nats:// goes to a real nats-server with JetStream,
+   kafka:// to librdkafka's mock cluster.
 2. End-to-end `sensor replay CAPTURE -q -o OUTPUT` wall time per output
-   (best of --rounds), the receiver being `sensor collect` (fluent, tcp)
-   or nats-server.
+   (best of --rounds), the receiver being `sensor collect` (fluent, tcp),
+   nats-server or the mock cluster.
 """
 import argparse
 import os
@@ -50,6 +51,11 @@ while True:
     c, _ = srv.accept()
     threading.Thread(target=serve, args=(c,), daemon=True).start()
 '''
+
+
+# the mock brokers run inside the producer's own librdkafka (C threads of
+# the sending process), acks=all, idempotent
+KAFKA_MOCK = "kafka://mock:9092/sensor.http?test.mock.num.brokers=3"
 
 
 def free_port():
@@ -95,10 +101,12 @@ def feed(url, chunks, n, tmp):
 
 
 def replay_time(capture, output, rounds, spool):
+    """Best wall time ("{round}" in output: as in main())."""
     best = None
-    for _ in range(rounds):
+    for r in range(rounds):
         t0 = time.perf_counter()
-        subprocess.run(["sensor", "replay", capture, "-q", "-o", output, "--spool-dir", spool], check=True)
+        subprocess.run(["sensor", "replay", capture, "-q", "-o", output.replace("{round}", str(r)),
+                        "--spool-dir", spool], check=True)
         took = time.perf_counter() - t0
         best = took if best is None else min(best, took)
     return best
@@ -140,10 +148,13 @@ def main():
             ("fluent:// gzip", "fluent://127.0.0.1:%s?compress=gzip" % discard("fluent")),
         ]
         if nats:
-            sinks.append(("nats://", "nats://127.0.0.1:%d/sensor.http?stream=SENSOR&create=1&id=b1" % nport))
+            sinks.append(("nats://", "nats://127.0.0.1:%d/sensor.http?stream=SENSOR&create=1&id=b{round}" % nport))
+        sinks.append(("kafka:// (librdkafka mock cluster, 3 brokers)", KAFKA_MOCK))
+        # "{round}" in a URL becomes the round's number: fresh NATS message
+        # ids, since a round sending the same ids again would be deduped
         print("\n| output | records/s (sink alone, best of %d) |\n|---|---|" % a.rounds)
         for name, url in sinks:
-            best = min(feed(url + ("%d" % r if name == "nats://" else ""), chunks, n, tmp) for r in range(a.rounds))
+            best = min(feed(url.replace("{round}", str(r)), chunks, n, tmp) for r in range(a.rounds))
             print("| %s | %s |" % (name, format(int(n / best), ",")))
 
         col = subprocess.Popen(["sensor", "collect", "--listen", "fluent://127.0.0.1:0",
@@ -155,7 +166,8 @@ def main():
         outputs = [("file", os.path.join(tmp, "e2e.msgpack")), ("tcp:// to sensor collect", tc),
                    ("fluent:// to sensor collect", fl)]
         if nats:
-            outputs.append(("nats:// (JetStream)", "nats://127.0.0.1:%d/sensor.http?stream=SENSOR&id=e2e" % nport))
+            outputs.append(("nats:// (JetStream)", "nats://127.0.0.1:%d/sensor.http?stream=SENSOR&id=e2e{round}" % nport))
+        outputs.append(("kafka:// (librdkafka mock cluster)", KAFKA_MOCK))
         print("\n| `sensor replay -o` | wall time (best of %d) | records/s |\n|---|---|---|" % a.rounds)
         for name, output in outputs:
             took = replay_time(a.capture, output, a.rounds, tempfile.mkdtemp(dir=tmp))
