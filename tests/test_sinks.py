@@ -74,6 +74,21 @@ def test_file_rotation_by_size(tmp_path):
     assert sorted(seqs) == list(range(3000))        # every record in exactly one file
 
 
+def test_file_rotation_by_time_and_sighup(tmp_path):
+    path = tmp_path / "r.msgpack"
+    out = open_outputs([str(path)], rotate_seconds=0.05)
+    write(out, 0, 10)
+    time.sleep(0.1)
+    write(out, 10, 10)                  # past the age: this batch closes the part it went into
+    write(out, 20, 10)
+    out.reopen()                        # SIGHUP: the part being written is finished now
+    out.reopen()                        # an empty part leaves no file
+    out.close()
+    files = sorted(os.listdir(tmp_path))
+    assert [[r["seq"] for r in read_all(tmp_path / f)] for f in files] == [
+        list(range(20)), list(range(20, 30))]
+
+
 def test_jsonl_and_msgpack_outputs_at_once(tmp_path):
     out = open_outputs(["jsonl:" + str(tmp_path / "a.jsonl"), "file:" + str(tmp_path / "b.msgpack")])
     write(out, 0, 10)
