@@ -8,7 +8,10 @@ built-in mock cluster). Idempotence and acks=all are fixed: they are what
 keeps a flow's records in order and each once when librdkafka retries on its
 own. message.timeout.ms (default here 30000) bounds one send(): past it an
 undelivered message is reported failed, the batch raises TransportError and
-the delivery queue takes over (backoff, spool).
+the delivery queue takes over (backoff, spool). It resends the batch whole
+through a new producer (a new idempotence session), so delivery across that
+is at least once: a message the broker stored but never acknowledged before
+the failure is stored twice.
 """
 import logging
 from urllib.parse import parse_qsl
@@ -22,6 +25,7 @@ from .base import Transport, TransportError
 COMMUNITY_ID = "network.community_id"
 MESSAGE_TIMEOUT_MS = 30000
 FLUSH_MARGIN_S = 5      # flush outlives message.timeout.ms: every report is in when it returns
+METADATA_TIMEOUT_S = 3  # open(): how long the cluster has to answer (at most message.timeout.ms)
 BUFFER_FULL_WAIT_S = 0.1
 
 # librdkafka logs every failed connection attempt; they go to this logger
@@ -64,7 +68,7 @@ class KafkaTransport(Transport):
         except (ValueError, KafkaException) as e:
             raise OutputError(f"{url.geturl()}: {e.args[0].str() if isinstance(e, KafkaException) else e}") from None
         self.flush_timeout = message_timeout + FLUSH_MARGIN_S
-        self.connect_timeout = min(message_timeout, FLUSH_MARGIN_S)
+        self.connect_timeout = min(message_timeout, METADATA_TIMEOUT_S)
         self.delivered = 0      # delivery reports: acknowledged by all in-sync replicas
         self.failed = 0         # delivery reports: given up (timeout, broker refusal)
         self.last_error = None  # latest client-level error (broker down, fatal idempotence state)
