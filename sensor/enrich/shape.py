@@ -54,7 +54,7 @@ a JSON array of requests: `"type"` and `"name"` are lists),
 """
 import json
 import re
-from hashlib import blake2b
+from _blake2 import blake2b      # hashlib pulls in OpenSSL at start-up
 from urllib.parse import parse_qsl
 from xml.parsers import expat
 
@@ -103,6 +103,27 @@ def _is_value_key(key):
     return verdict
 
 
+# (value, key name) -> (type, sensitive classes) of short leaves: enums,
+# statuses, flags and ids come back in body after body; values stay here,
+# inside the sensor, bounded
+_LEAF_CACHE_MAX = 65536
+_CACHED_LEAF_MAX = 64
+_leaf_cache = {}
+
+
+def _leaf(text, name):
+    key = (text, name)
+    hit = _leaf_cache.get(key)
+    if hit is None:
+        fmt = value_format(text)
+        hit = ("string:" + fmt if fmt else "string", value_classes(text, name))
+        if len(text) <= _CACHED_LEAF_MAX:
+            if len(_leaf_cache) >= _LEAF_CACHE_MAX:
+                _leaf_cache.clear()
+            _leaf_cache[key] = hit
+    return hit
+
+
 # key tuples of objects all of whose keys are names: objects of one kind
 # come back with the same keys, array elements above all
 _named_keys = set()
@@ -148,14 +169,16 @@ class _Collector:
             self.limits.add("paths")
 
     def classify(self, path, text, name):
-        for cls in value_classes(text, name):
+        for cls in _leaf(text, name)[1]:
             key = (cls, path)
             self.found[key] = self.found.get(key, 0) + 1
 
     def string(self, path, text, name):
-        fmt = value_format(text)
-        self.add(path, "string:" + fmt if fmt else "string")
-        self.classify(path, text, name)
+        typ, classes = _leaf(text, name)
+        self.add(path, typ)
+        for cls in classes:
+            key = (cls, path)
+            self.found[key] = self.found.get(key, 0) + 1
 
     def items(self, sequence):
         if len(sequence) > self.max_items:
