@@ -153,6 +153,34 @@ def test_server_killed_mid_stream_loses_and_doubles_nothing(server, tmp_path):
     assert again.duplicates == 200
 
 
+def test_shutdown_with_a_hung_server_keeps_the_deadline_and_spools(server, tmp_path):
+    """SIGSTOP: the server holds its connections but never answers. close()
+    returns by the drain deadline, what is left stays in the spool, and the
+    next start sends it first."""
+    url = server.url().geturl()
+    spool = str(tmp_path / "spool")
+    recs = records(3000)
+    out = open_outputs([url], spool_dir=spool, drain_timeout=0.5)
+    out.write_encoded(b"".join(recs[:1000]), 1000)
+    while out.sinks[0].transport.acked < 1000:
+        time.sleep(0.002)
+    server.proc.send_signal(signal.SIGSTOP)
+    try:
+        out.write_encoded(b"".join(recs[1000:]), 2000)
+        started = time.monotonic()
+        out.close()
+        # the deadline, then at most one bounded nats close and one connect attempt (timeout=1)
+        assert time.monotonic() - started < 0.5 + 2.5
+        assert out.sinks[0].spool.records == 2000
+    finally:
+        server.proc.send_signal(signal.SIGCONT)
+    out = open_outputs([url], spool_dir=spool)
+    out.close()
+    assert out.sinks[0].counters["sent"] == 2000 and out.sinks[0].spool.records == 0
+    got = [data for data, _ in stream_contents(server)]
+    assert got == recs
+
+
 def test_missing_stream_and_bad_urls_are_clear_errors(server):
     t = NatsTransport(server.url("stream=ABSENT&timeout=1"), {})
     with pytest.raises(TransportError, match="no stream ABSENT .add create=1"):

@@ -33,6 +33,8 @@ from nats.js.errors import NotFoundError
 from . import OutputError
 from .base import Transport, TransportError
 
+CLOSE_TIMEOUT_S = 1.0
+
 # what a failed connect or publish can raise (timeouts apart)
 _NATS_ERRORS = (nats.errors.Error, OSError)
 
@@ -64,6 +66,7 @@ class NatsTransport(Transport):
         self._nc = self._js = None
         self._loop = self._thread = None
         self._inflight = None   # the concurrent future send() or open() waits on
+        self._closing = threading.Lock()
 
     def msg_id(self, record):
         return f"{self.id_prefix}-{hashlib.blake2b(record, digest_size=16).hexdigest()}"
@@ -164,7 +167,8 @@ class NatsTransport(Transport):
                 f.cancel()  # the ones still waiting: frees their slots in the client
 
     def close(self):
-        loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
+        with self._closing:     # the queue's sender and its shutdown may both close
+            loop, thread, self._loop, self._thread = self._loop, self._thread, None, None
         if loop is None:
             return
         inflight = self._inflight
@@ -172,10 +176,24 @@ class NatsTransport(Transport):
             inflight.cancel()       # a send() blocked in another thread returns now
         nc, self._nc, self._js = self._nc, None, None
         if nc is not None:
-            try:
-                asyncio.run_coroutine_threadsafe(nc.close(), loop).result(self.timeout)
-            except Exception:   # closing is best effort: the loop goes anyway
-                pass
+            _run_briefly(nc.close(), loop)      # bounded: a hung server never reads what it flushes
+        _run_briefly(_cancel_tasks(), loop)
         loop.call_soon_threadsafe(loop.stop)
         thread.join()
         loop.close()
+
+
+def _run_briefly(coro, loop):
+    """Closing is best effort: at most CLOSE_TIMEOUT_S, errors ignored."""
+    try:
+        asyncio.run_coroutine_threadsafe(coro, loop).result(CLOSE_TIMEOUT_S)
+    except Exception:
+        pass
+
+
+async def _cancel_tasks():
+    """Ends the client's tasks (reader, flusher, pinger) before its loop stops."""
+    tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
