@@ -91,6 +91,17 @@ def test_replay_to_collect_jsonl_summary(tmp_path):
     assert "       1  DELETE /api/v1/users/" in err
 
 
+def test_live_summary(tmp_path):
+    c = Collect("tcp://127.0.0.1:0", tmp_path / "out.msgpack", "--summary-interval", "0.2")
+    s = _sock(c.addr)
+    s.sendall(record(1) + record(2))
+    time.sleep(0.7)
+    s.close()
+    err = c.stop()
+    assert err.count("%s: 2 records" % c.addr) >= 3         # live ones, then the final one
+    assert err.count("       1  GET /items/1") >= 3
+
+
 def test_unix_listener_removes_its_socket(tmp_path):
     path = tmp_path / "c.sock"
     c = Collect("unix://" + str(path), tmp_path / "out.msgpack")
