@@ -58,6 +58,7 @@ from _blake2 import blake2b      # hashlib pulls in OpenSSL at start-up
 from urllib.parse import parse_qsl
 from xml.parsers import expat
 
+from .._core import ShapeCollector, shape_setup
 from .classify import value_classes, value_format
 
 MAX_DEPTH = 16
@@ -103,27 +104,6 @@ def _is_value_key(key):
     return verdict
 
 
-# (value, key name) -> (type, sensitive classes) of short leaves: enums,
-# statuses, flags and ids come back in body after body; values stay here,
-# inside the sensor, bounded
-_LEAF_CACHE_MAX = 65536
-_CACHED_LEAF_MAX = 64
-_leaf_cache = {}
-
-
-def _leaf(text, name):
-    key = (text, name)
-    hit = _leaf_cache.get(key)
-    if hit is None:
-        fmt = value_format(text)
-        hit = ("string:" + fmt if fmt else "string", value_classes(text, name))
-        if len(text) <= _CACHED_LEAF_MAX:
-            if len(_leaf_cache) >= _LEAF_CACHE_MAX:
-                _leaf_cache.clear()
-            _leaf_cache[key] = hit
-    return hit
-
-
 # key tuples of objects all of whose keys are names: objects of one kind
 # come back with the same keys, array elements above all
 _named_keys = set()
@@ -141,101 +121,12 @@ def _label(key):
     return "{key}" if _is_value_key(key) else key[:_MAX_NAME]
 
 
-_JSON_TYPES = {dict: "object", list: "array", bool: "boolean", int: "integer", float: "number"}
-
-
 def _join(path, label):
     return path + "." + label if path else label
 
 
-class _Collector:
-    """What one body's walk found: the types seen at each path, sensitive
-    findings and the limits hit."""
-    __slots__ = ("types", "found", "limits", "max_depth", "max_paths", "max_items")
-
-    def __init__(self, max_depth, max_paths, max_items):
-        self.types = {}         # path -> set of types
-        self.found = {}         # (class, path) -> count
-        self.limits = set()
-        self.max_depth, self.max_paths, self.max_items = max_depth, max_paths, max_items
-
-    def add(self, path, typ):
-        seen = self.types.get(path)
-        if seen is not None:
-            seen.add(typ)
-        elif len(self.types) < self.max_paths:
-            self.types[path] = {typ}
-        else:
-            self.limits.add("paths")
-
-    def classify(self, path, text, name):
-        for cls in _leaf(text, name)[1]:
-            key = (cls, path)
-            self.found[key] = self.found.get(key, 0) + 1
-
-    def string(self, path, text, name):
-        typ, classes = _leaf(text, name)
-        self.add(path, typ)
-        for cls in classes:
-            key = (cls, path)
-            self.found[key] = self.found.get(key, 0) + 1
-
-    def items(self, sequence):
-        if len(sequence) > self.max_items:
-            self.limits.add("items")
-            return sequence[:self.max_items]
-        return sequence
-
-    def deeper(self, depth):
-        """True when a container at `depth` may be read."""
-        if depth < self.max_depth:
-            return True
-        self.limits.add("depth")
-        return False
-
-    # -- JSON values (json.loads output); the hot path: one call a node
-
-    def json(self, node, path, name, depth):
-        kind = type(node)
-        if kind is str:
-            self.string(path, node, name)
-            return
-        if path or kind is not dict and kind is not list:     # the root container has no path
-            self.add(path, _JSON_TYPES.get(kind, "null"))
-        if kind is dict:
-            if node and self.deeper(depth):
-                self.json_object(node, path, name, depth + 1)
-        elif kind is list:
-            if node and self.deeper(depth):
-                element = path + "[]"
-                for item in self.items(node):
-                    self.json(item, element, name, depth + 1)
-        elif kind is int or kind is float:
-            self.classify(path, str(node), name)
-
-    def json_object(self, node, path, name, depth):
-        keys = tuple(node)
-        if keys in _named_keys:
-            value_keys = None
-        else:
-            value_keys = [key for key in keys if _is_value_key(key)]
-        if not value_keys:
-            if value_keys is not None:
-                _remember_named(keys)
-            prefix = path + "." if path else ""
-            for key, value in node.items():
-                self.json(value, prefix + key[:_MAX_NAME], key, depth)
-            return
-        mapped = _join(path, "{key}")
-        if 2 * len(value_keys) >= len(keys):
-            value_keys = keys               # a map: none of its keys is a name
-        else:
-            for key, value in node.items():
-                if not _is_value_key(key):
-                    self.json(value, _join(path, key[:_MAX_NAME]), key, depth)
-        for key in self.items(value_keys):
-            self.classify(mapped, key, name)
-            self.json(node[key], mapped, name, depth)
+# the walk itself is Cython (ext/shape.pxi); what a value or a key is, is told here
+shape_setup(value_format, value_classes, _is_value_key, _named_keys, _remember_named, _MAX_NAME)
 
 
 def _fingerprint(kind, fields):
@@ -936,4 +827,4 @@ def body_shape(data, ctype, truncated=False, *, max_depth=MAX_DEPTH, max_paths=M
     reader = _reader(mtype)
     if reader is None:
         return None
-    return reader(bytes(data), params, _Collector(max_depth, max_paths, max_items), truncated)
+    return reader(bytes(data), params, ShapeCollector(max_depth, max_paths, max_items), truncated)
