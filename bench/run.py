@@ -273,16 +273,19 @@ def run_throughput(args, tmp):
     manifest = ensure_capture(capture, "full", args.generate)
     size = os.path.getsize(capture)
     dpkt_out, sensor_out = os.path.join(tmp, "dpkt.msgpack"), os.path.join(tmp, "sensor.msgpack")
+    lean_out = os.path.join(tmp, "sensor-lean.msgpack")
     readers = [("cwalk", [build_cwalk(tmp), capture], args.runs),
                ("dpkt", [sys.executable, str(BENCH / "dpkt_pipeline.py"), capture, "-o", dpkt_out],
                 args.dpkt_runs or args.runs)]
     if not args.no_sensor:
         readers.append(("sensor", [args.sensor, "replay", capture, "-o", sensor_out], args.runs))
+        # enrichment without bodies (routes, query, auth, headers): what reading bodies costs is the difference
+        readers.append(("lean", [args.sensor, "replay", capture, "--body-cap", "0", "-o", lean_out], args.runs))
     res = bench(readers, args.cpu)
-    cw, dp, se = res["cwalk"], res["dpkt"], res.get("sensor")
+    cw, dp, se, le = res["cwalk"], res["dpkt"], res.get("sensor"), res.get("lean")
     packets = json.loads(cw["stdout"])["packets"]
     dp["summary"] = json.loads(dp["stdout"])
-    for r, out in ((dp, dpkt_out), (se, sensor_out)):
+    for r, out in ((dp, dpkt_out), (se, sensor_out), (le, lean_out)):
         if r:
             r["versions"] = count_records(out)
             r["transactions"] = sum(r["versions"].values())
@@ -304,7 +307,8 @@ def run_throughput(args, tmp):
         "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         row("bare C walk (`cwalk`)", cw, size, packets),
         row("dpkt+h2 pipeline", dp, size, packets),
-        row("`sensor replay`", se, size, packets),
+        row("`sensor replay` (enrichment with bodies, the default)", se, size, packets),
+        row("`sensor replay --body-cap 0` (enrichment without bodies)", le, size, packets),
         "",
     ]
     if se:
@@ -312,7 +316,11 @@ def run_throughput(args, tmp):
         lines += [f"- sensor / dpkt+h2 pipeline throughput: **{vs_dpkt:.1f}x** (target >= {TARGET_VS_DPKT}x: "
                   f"{verdict(vs_dpkt >= TARGET_VS_DPKT)})",
                   f"- sensor wall time / C walk wall time: **{vs_cwalk:.1f}x** (target <= {TARGET_VS_CWALK}x: "
-                  f"{verdict(vs_cwalk <= TARGET_VS_CWALK)})"]
+                  f"{verdict(vs_cwalk <= TARGET_VS_CWALK)})",
+                  f"- without bodies (`--body-cap 0`): **{dp['wall'] / le['wall']:.1f}x** the dpkt+h2 pipeline, "
+                  f"**{le['wall'] / cw['wall']:.1f}x** the C walk's wall time; reading bodies (decoding, payload "
+                  f"shape, sensitive classes) adds {se['wall'] - le['wall']:.2f} s "
+                  f"({(se['wall'] - le['wall']) / se['transactions'] * 1e6:.1f} us per transaction)"]
     else:
         lines.append("- ratios: not measured (no sensor run)")
     lines += ["", "Transactions found vs the manifest's ground truth (`requests_with_response` + `client_errors`; "
