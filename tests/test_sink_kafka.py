@@ -199,6 +199,31 @@ def test_outage_longer_than_message_timeout_spools_then_drains(cluster, tmp_path
     assert_keyed_in_order(consume(cluster.bootstrap), recs)
 
 
+def test_shutdown_with_brokers_down_keeps_the_deadline_and_spools(cluster, tmp_path):
+    """close() while a send waits on brokers that are gone: the send is purged
+    at the drain deadline, the rest stays in the spool, the next start sends it."""
+    url = f"kafka://{cluster.first}/{TOPIC}?message.timeout.ms=10000"
+    spool = str(tmp_path / "spool")
+    recs = records(5000)
+    out = open_outputs([url], spool_dir=spool, drain_timeout=0.5)
+    out.write_encoded(b"".join(recs[:1000]), 1000)
+    while out.sinks[0].transport.delivered < 1000:
+        time.sleep(0.002)
+    cluster.set_all(up=False)
+    out.write_encoded(b"".join(recs[1000:]), 4000)
+    started = time.monotonic()
+    out.close()
+    # the deadline (not the 10 s message timeout), then at most one metadata
+    # request (3 s) by the closing queue
+    assert time.monotonic() - started < 0.5 + 3 + 1
+    assert out.sinks[0].spool.records == 4000
+    cluster.set_all(up=True)
+    out = open_outputs([url], spool_dir=spool)
+    out.close()
+    assert out.sinks[0].counters["sent"] == 4000 and out.sinks[0].spool.records == 0
+    assert_keyed_in_order(consume(cluster.bootstrap), recs)
+
+
 def test_bad_configuration_is_a_clear_error(cluster):
     with pytest.raises(OutputError, match="want kafka://broker"):
         open_outputs(["kafka://broker:9092"])
