@@ -107,7 +107,7 @@ def test_every_record_arrives_with_its_message_id(server, transport):
     assert (transport.acked, transport.duplicates) == (3000, 0)
     got = stream_contents(server)
     assert [data for data, _ in got] == recs
-    assert [msg_id for _, msg_id in got] == [transport.msg_id(r) for r in recs]
+    assert [msg_id for _, msg_id in got] == transport.msg_ids(recs)
     assert len({msg_id for _, msg_id in got}) == 3000
 
 
@@ -122,6 +122,15 @@ def test_resent_batch_is_deduplicated_by_message_id(server, transport):
     again.send(batch[:100])
     again.close()
     assert again.duplicates == 100
+    assert [data for data, _ in stream_contents(server)] == batch
+
+
+def test_equal_records_in_a_batch_are_all_kept(server, transport):
+    # identical exchanges pipelined in one packet encode to identical records
+    batch = records(3) + records(1) + records(1)
+    transport.send(batch)
+    transport.send(batch)
+    assert (transport.acked, transport.duplicates) == (10, 5)
     assert [data for data, _ in stream_contents(server)] == batch
 
 

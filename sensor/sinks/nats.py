@@ -13,10 +13,13 @@ the BLAKE2b-128 of the record's msgpack bytes. A batch resent after a lost
 PubAck, re-read from the disk spool or sent again after a restart holds the
 same bytes, so it gets the same ids and JetStream drops the copies still
 inside the stream's duplicate window; no sequence number is needed, so
-nothing has to survive a restart but the record itself. Two distinct
-transactions never encode to the same bytes (capture time in nanoseconds and
-the flow's Community ID lead each record); the same capture replayed twice
-within the window does, and is deduped unless each run sets its own `id=`.
+nothing has to survive a restart but the record itself. Distinct
+transactions encode to distinct bytes (capture time in nanoseconds and the
+flow's Community ID lead each record) but for identical exchanges pipelined
+in one packet: equal records in one batch are told apart by their rank in it
+(`-2`, `-3`...), which a retry or the spool keeps (batches stay whole). The
+same capture replayed twice within the window is deduped unless each run
+sets its own `id=`.
 """
 import asyncio
 import concurrent.futures
@@ -68,8 +71,14 @@ class NatsTransport(Transport):
         self._inflight = None   # the concurrent future send() or open() waits on
         self._closing = threading.Lock()
 
-    def msg_id(self, record):
-        return f"{self.id_prefix}-{hashlib.blake2b(record, digest_size=16).hexdigest()}"
+    def msg_ids(self, batch):
+        """The Nats-Msg-Id of each record of `batch` (see the module docstring)."""
+        ids, seen = [], {}
+        for record in batch:
+            digest = hashlib.blake2b(record, digest_size=16).hexdigest()
+            rank = seen[digest] = seen.get(digest, 0) + 1
+            ids.append(f"{self.id_prefix}-{digest}" if rank == 1 else f"{self.id_prefix}-{digest}-{rank}")
+        return ids
 
     def _run(self, coro, what):
         """Runs `coro` on the client's loop within the timeout; its failures,
@@ -158,9 +167,9 @@ class NatsTransport(Transport):
         # all publishes go out before the first PubAck is awaited (pipelined)
         futures = []
         try:
-            for record in batch:
+            for record, msg_id in zip(batch, self.msg_ids(batch)):
                 futures.append(await js.publish_async(
-                    self.subject, record, stream=self.stream, headers={"Nats-Msg-Id": self.msg_id(record)}))
+                    self.subject, record, stream=self.stream, headers={"Nats-Msg-Id": msg_id}))
             return await asyncio.gather(*futures)
         finally:
             for f in futures:
