@@ -1,6 +1,8 @@
-"""kafka:// sink against librdkafka's mock cluster (real brokers speaking the
-Kafka protocol on loopback ports): every record arrives once, keyed by
-Community ID and in order per key, through a broker outage too."""
+"""kafka:// sink against librdkafka's mock cluster (brokers speaking the Kafka
+protocol on loopback ports): every record arrives, keyed by Community ID and
+in order per key, through broker outages and a shutdown with the brokers
+down too; exactly once except where the mock itself stores a retried
+request twice (see test_brokers_down_mid_stream...)."""
 import ctypes
 import threading
 import time
