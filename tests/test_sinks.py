@@ -296,5 +296,6 @@ def test_a_failing_transport_never_hangs_the_producer(tmp_path):
     q.close(time.monotonic() + 1)
     assert time.monotonic() - t0 < 5
     c = q.counters
-    assert c["spooled"] == c["enqueued"] == 100 and c["dropped"] == 4900    # nothing unaccounted for
+    # how much got in before the sender died depends on timing; nothing is unaccounted for
+    assert c["spooled"] == c["enqueued"] >= 100 and c["enqueued"] + c["dropped"] == 5000
     assert "sender stopped: RuntimeError('bug')" in q.summary()

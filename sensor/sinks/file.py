@@ -28,7 +28,11 @@ class FileWriter:
         self._rotate_seconds = rotate_seconds
         self._rotating = path != "-" and bool(rotate_bytes or rotate_seconds)
         if path == "-":
-            self._fh = sys.stdout.buffer
+            # our own buffered writer on a copy of fd 1: under PYTHONUNBUFFERED
+            # sys.stdout.buffer is a raw FileIO, whose write() into a full pipe
+            # returns short when a signal arrives, and the rest would be lost
+            sys.stdout.flush()
+            self._fh = open(os.dup(sys.stdout.fileno()), "wb", buffering=1 << 20)
         elif self._rotating:
             self._open_part()
         else:
@@ -87,9 +91,7 @@ class FileWriter:
         self._fh.flush()
 
     def close(self, deadline=None):
-        if self._path == "-":
-            self._fh.flush()
-        elif self._rotating:
+        if self._rotating:
             self._finish_part()
         else:
             self._fh.close()
