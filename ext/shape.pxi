@@ -10,6 +10,7 @@ from cpython.dict cimport PyDict_GetItem
 
 
 cdef object _value_format = None, _value_classes = None, _is_value_key = None, _remember_named = None
+cdef object _redact = None
 cdef set _named_keys = set()
 cdef dict _leaf_cache = {}
 cdef Py_ssize_t _LEAF_CACHE_MAX = 65536
@@ -17,10 +18,11 @@ cdef Py_ssize_t _CACHED_LEAF_MAX = 64       # longer values are not kept
 cdef Py_ssize_t _MAX_NAME = 64              # key names are cut here (shape_setup sets it)
 
 
-def shape_setup(value_format, value_classes, is_value_key, set named_keys, remember_named, Py_ssize_t max_name):
+def shape_setup(value_format, value_classes, is_value_key, set named_keys, remember_named, Py_ssize_t max_name,
+                redact):
     """Wires the collector to enrich's classifiers (once, at import)."""
-    global _value_format, _value_classes, _is_value_key, _named_keys, _remember_named, _MAX_NAME
-    _value_format, _value_classes, _is_value_key = value_format, value_classes, is_value_key
+    global _value_format, _value_classes, _is_value_key, _named_keys, _remember_named, _MAX_NAME, _redact
+    _value_format, _value_classes, _is_value_key, _redact = value_format, value_classes, is_value_key, redact
     _named_keys, _remember_named, _MAX_NAME = named_keys, remember_named, max_name
 
 
@@ -52,11 +54,13 @@ cdef class ShapeCollector:
     cdef public dict found          # (class, path) -> count
     cdef public set limits
     cdef public int max_depth, max_paths, max_items
+    cdef public dict examples       # path -> redacted example; None unless examples are kept
 
     def __init__(self, int max_depth, int max_paths, int max_items):
         self.types = {}
         self.found = {}
         self.limits = set()
+        self.examples = None
         self.max_depth, self.max_paths, self.max_items = max_depth, max_paths, max_items
 
     cpdef add(self, str path, str typ):
@@ -82,6 +86,8 @@ cdef class ShapeCollector:
         cdef tuple info = leaf_info(text, name)
         self.add(path, <str>info[0])
         self.count(<tuple>info[1], path)
+        if self.examples is not None and path not in self.examples and len(self.examples) < self.max_paths:
+            self.examples[path] = _redact(text, info[1])
 
     cpdef items(self, sequence):
         if len(sequence) > self.max_items:

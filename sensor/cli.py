@@ -118,12 +118,12 @@ def _sink_summary(writer):
         click.echo(line, err=True)
 
 
-def _record_stage(raw_targets, route_hints):
+def _record_stage(raw_targets, route_hints, keep_examples):
     """The record stage with enrichment; a bad hints file is a one-line error."""
     from .enrich import Enricher
     from .records import RecordStage
     try:
-        return RecordStage(raw_targets, Enricher(route_hints))
+        return RecordStage(raw_targets, Enricher(route_hints, keep_examples=keep_examples))
     except (OSError, ValueError) as e:
         raise click.ClickException("route hints %s: %s" % (route_hints, e))
 
@@ -165,9 +165,12 @@ def main():
 @click.option("--route-hints", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Endpoint hints file: '/post/{postId}' makes that position a parameter, '=/users/me' keeps a "
                    "literal path; hints win over the route learner.")
+@click.option("--keep-examples", is_flag=True,
+              help="Opt-in: records also carry redacted examples of query, path and body string values "
+                   "(letters -> x, digits -> 9; cards keep first 6 and last 4 digits). Formats leave the sensor.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_window, bpf, tunnel_key,
-           vlan_key, h2_max_streams, h2_max_header_block, body_cap, route_hints, quiet, sink_opts):
+           vlan_key, h2_max_streams, h2_max_header_block, body_cap, route_hints, keep_examples, quiet, sink_opts):
     """Read pcap/pcapng captures (optionally gzip-compressed) and write one
     record per HTTP transaction.
 
@@ -184,7 +187,7 @@ def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_w
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     progress = _Progress() if sys.stderr.isatty() and not quiet else None
     try:
-        res = run_replay(files, writer, _record_stage(raw_targets, route_hints), progress=progress, bpf=bpf,
+        res = run_replay(files, writer, _record_stage(raw_targets, route_hints, keep_examples), progress=progress, bpf=bpf,
                          memory_budget=memory_budget << 20, idle_timeout=idle_timeout,
                          h2_max_streams=h2_max_streams, h2_max_header_block=h2_max_header_block,
                          dedup_window=dedup_window / 1000.0, tunnel_in_key=tunnel_key, vlan_in_key=vlan_key,
@@ -238,10 +241,13 @@ def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_w
 @click.option("--route-hints", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Endpoint hints file: '/post/{postId}' makes that position a parameter, '=/users/me' keeps a "
                    "literal path; hints win over the route learner.")
+@click.option("--keep-examples", is_flag=True,
+              help="Opt-in: records also carry redacted examples of query, path and body string values "
+                   "(letters -> x, digits -> 9; cards keep first 6 and last 4 digits). Formats leave the sensor.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, no_promisc, duration,
             count, user, stats_interval, memory_budget, idle_timeout, dedup_window, tunnel_key, vlan_key,
-            body_cap, route_hints, quiet, sink_opts):
+            body_cap, route_hints, keep_examples, quiet, sink_opts):
     """Capture live from network interfaces (SPAN/mirror ports, veth, tunnels)
     and write one record per HTTP transaction. Stops on Ctrl-C or SIGTERM,
     writing the transactions still open as partial records; SIGHUP reopens
@@ -269,7 +275,7 @@ def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, 
     opts = {"workers": workers, "snaplen": snaplen, "ring_mb": ring_size, "promisc": not no_promisc,
             "bpf": codes, "stats_interval": stats_interval}
     try:
-        res = run_capture(list(ifaces), writer, _record_stage(raw_targets, route_hints), opts,
+        res = run_capture(list(ifaces), writer, _record_stage(raw_targets, route_hints, keep_examples), opts,
                           {"memory_budget": memory_budget << 20, "idle_timeout": idle_timeout,
                            "dedup_window": dedup_window / 1000.0, "tunnel_in_key": tunnel_key,
                            "vlan_in_key": vlan_key, "enrich": True, "body_cap": body_cap << 10},

@@ -21,6 +21,7 @@ from .._core import FLAG_NAMES, Txn
 from .auth import auth_scheme, is_session_cookie, jwt_info
 from .classify import value_classes, value_format
 from .decode import LIMIT, UNDECODABLE, decode_body
+from .examples import redact
 from .routes import RouteLearner, load_hints
 from .shape import body_shape
 
@@ -52,8 +53,10 @@ def _cookies(value):
 
 
 class Enricher:
-    def __init__(self, hints=None, max_decoded=1 << 20, max_ratio=200, hold=4096, hold_seconds=30.0):
+    def __init__(self, hints=None, max_decoded=1 << 20, max_ratio=200, hold=4096, hold_seconds=30.0,
+                 keep_examples=False):
         self.routes = RouteLearner(load_hints(hints) if hints else None)
+        self.keep_examples = keep_examples      # opt-in: redacted examples (examples.py)
         self.max_decoded = max_decoded
         self.max_ratio = max_ratio
         self.hold = hold
@@ -115,6 +118,14 @@ class Enricher:
             r = self.routes.resolve(host, path)
             t.extra += [("url.path", r.masked), ("http.route", r.route),
                         ("sensor.route.confidence", round(r.confidence, 2))]
+            if self.keep_examples:
+                segments = [s for s in path.split("/") if s]
+                masked = [s for s in r.masked.split("/") if s]
+                if len(segments) == len(masked):
+                    params = {m: redact(unquote(s), value_classes(unquote(s)))
+                              for s, m in zip(segments, masked) if m.startswith("{") and m != s}
+                    if params:
+                        t.extra.append(("sensor.examples.path", params))
 
     def enrich(self, t):
         """Fills t.extra with everything but the route; returns (host, path)
@@ -137,11 +148,16 @@ class Enricher:
                 self.path_classes(path, add)
             if query:
                 query_pairs = parse_qsl(query, keep_blank_values=True)
-                formats = {}
+                formats, examples = {}, {}
                 for name, value in query_pairs:
                     formats[name] = value_format(value) or "string" if value else "empty"
-                    add(value_classes(value, name), "query", name)
+                    classes = value_classes(value, name)
+                    add(classes, "query", name)
+                    if self.keep_examples:
+                        examples[name] = redact(value, classes)
                 extra.append(("sensor.query", formats))
+                if examples:
+                    extra.append(("sensor.examples.query", examples))
             for name, value in fields:
                 if name == "cookie":
                     for cname, cvalue in _cookies(value):
@@ -211,7 +227,8 @@ class Enricher:
         if status == LIMIT:
             flag = _FLAG["decompression_limit"]
             self.counters["decompression_limits"] += 1
-        shape = body_shape(decoded, ctype, truncated=truncated or status == LIMIT)
+        shape = body_shape(decoded, ctype, truncated=truncated or status == LIMIT,
+                           keep_examples=self.keep_examples)
         if shape is not None:
             self.counters["bodies_shaped"] += 1
         return shape, flag

@@ -15,6 +15,7 @@ raises: garbage gives a Shape of that kind with no fields.
 | `truncated` | bool | only when true: the body was a prefix, the shape is that of what parsed |
 | `limits` | list[str] | only when a limit was hit: `depth` (nesting past max_depth not read), `paths` (distinct key paths past max_paths dropped), `items` (array elements past max_items not read), `dtd` (an XML body declared a DTD: not read, no XXE, no entity expansion) |
 | `compressed` | bool | only when true: a gRPC message had its compressed flag set (not read) |
+| `examples` | map | only with the `--keep-examples` opt-in: key path -> redacted example of a string field (examples.py) |
 
 Key paths:
 - JSON: `user.address.city`; array elements `items[]`, `items[].id` (an
@@ -60,6 +61,7 @@ from xml.parsers import expat
 
 from .._core import ShapeCollector, shape_setup
 from .classify import value_classes, value_format
+from .examples import redact
 
 MAX_DEPTH = 16
 MAX_PATHS = 512
@@ -126,7 +128,7 @@ def _join(path, label):
 
 
 # the walk itself is Cython (ext/shape.pxi); what a value or a key is, is told here
-shape_setup(value_format, value_classes, _is_value_key, _named_keys, _remember_named, _MAX_NAME)
+shape_setup(value_format, value_classes, _is_value_key, _named_keys, _remember_named, _MAX_NAME, redact)
 
 
 def _fingerprint(kind, fields):
@@ -140,10 +142,11 @@ class Shape:
     """The shape of one body: kind, fields, fingerprint, findings,
     operation (see the module docstring)."""
     __slots__ = ("kind", "fields", "findings", "operation", "truncated", "limits", "compressed",
-                 "fingerprint")
+                 "fingerprint", "examples")
 
     def __init__(self, kind, collector, truncated=False, operation=None, compressed=False):
         self.kind = kind
+        self.examples = collector.examples
         pairs = sorted((path, "|".join(sorted(types))) for path, types in collector.types.items())
         self.fields = dict(pairs)
         self.fingerprint = _fingerprint(kind, pairs)
@@ -161,6 +164,8 @@ class Shape:
             record["limits"] = self.limits
         if self.compressed:
             record["compressed"] = True
+        if self.examples:
+            record["examples"] = dict(sorted(self.examples.items()))
         return record
 
 
@@ -817,14 +822,18 @@ def _reader(mtype):
 
 
 def body_shape(data, ctype, truncated=False, *, max_depth=MAX_DEPTH, max_paths=MAX_PATHS,
-               max_items=MAX_ITEMS):
+               max_items=MAX_ITEMS, keep_examples=False):
     """The Shape of a body `data` (bytes, content coding removed) sent with
     Content-Type `ctype`; None when the body is empty or its media type is
-    not read here. truncated: `data` is a prefix of the body."""
+    not read here. truncated: `data` is a prefix of the body. keep_examples
+    (opt-in): a redacted example per string field (examples.py)."""
     if not data or not ctype:
         return None
     mtype, params = _media_type(ctype)
     reader = _reader(mtype)
     if reader is None:
         return None
-    return reader(bytes(data), params, ShapeCollector(max_depth, max_paths, max_items), truncated)
+    collector = ShapeCollector(max_depth, max_paths, max_items)
+    if keep_examples:
+        collector.examples = {}
+    return reader(bytes(data), params, collector, truncated)
