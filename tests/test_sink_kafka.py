@@ -239,3 +239,12 @@ def test_bad_configuration_is_a_clear_error(cluster):
     with pytest.raises(TransportError, match="Failed to get metadata.*Connection refused"):
         t.open()
     assert time.monotonic() - started < 2
+
+
+def test_broker_list_in_the_url(tmp_path):
+    """-o kafka://b1,b2/topic: a bootstrap list is an output, not a bad port."""
+    from sensor.sinks import open_outputs
+    out = open_outputs(["kafka://127.0.0.1:1,127.0.0.1:2/t?test.mock.num.brokers=1"], spool_dir=str(tmp_path))
+    out.write_encoded(msgpack.packb({"type": "http", "network.community_id": "1:x"}), 1)
+    out.close()
+    assert "1 acked" in " ".join(out.summaries())

@@ -61,6 +61,8 @@ def parse_output(value, fmt="msgpack"):
     if url.scheme == "unix":
         if not url.path:
             raise OutputError("%s: no socket path (unix:///path/to/socket)" % value)
+    elif "," in url.netloc and url.scheme in ("kafka", "nats"):
+        pass                    # a server list (kafka://b1:9092,b2:9092/topic): the transport reads it
     else:
         try:
             host, port = url.hostname, url.port

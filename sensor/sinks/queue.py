@@ -167,7 +167,7 @@ class DeliveryQueue:
                     else:
                         self._spool(batch)
                     inflight = None
-                if not up and time.monotonic() >= next_try:
+                if not up and time.monotonic() >= next_try and not self._stop.is_set():
                     up = self._open()
                     delay = self.backoff if up else min(delay * 2, self.max_backoff)
                     next_try = time.monotonic() + self._jitter(delay)
