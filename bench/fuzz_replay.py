@@ -5,7 +5,7 @@ Takes captures (default: the conformance corpus in ../shared plus pcaps/),
 flips, copies, inserts and truncates bytes, replays each case and reports
 any exit other than 0/1 or any Python traceback, keeping the case.
 
-  python3 bench/fuzz_replay.py [--seconds 300] [--seed 1] [--glob '*http2*'] [--keep DIR]
+  python3 bench/fuzz_replay.py [--seconds 300] [--seed 1] [--glob '*http2*'] [--keep DIR] [--extra CAP...]
 """
 import argparse
 import glob
@@ -42,11 +42,14 @@ def main():
     ap.add_argument("--glob", default="*", help="which captures of the corpus")
     ap.add_argument("--sensor", default="sensor")
     ap.add_argument("--keep", default="/tmp/sensor-fuzz")
+    ap.add_argument("--extra", nargs="*", default=[], help="more seed captures, any size (e.g. a slice of "
+                    "make-traffic output: JSON bodies for enrichment)")
     a = ap.parse_args()
     rnd = random.Random(a.seed)
     files = glob.glob(os.path.join(REPO, "..", "shared", "conformance", "pcaps", a.glob))
     files += glob.glob(os.path.join(REPO, "pcaps", "*.pcap"))
     seeds = {f: open(f, "rb").read() for f in files if os.path.getsize(f) < 600_000}
+    seeds.update((f, open(f, "rb").read()) for f in a.extra)
     os.makedirs(a.keep, exist_ok=True)
     case = os.path.join(a.keep, "case.pcap")
     end, runs, bad = time.time() + a.seconds, 0, 0

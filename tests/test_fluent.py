@@ -108,7 +108,9 @@ class ForwardServer(threading.Thread):
                 if self.drop_first:
                     self.drop_first -= 1
                     return
-                conn.sendall(msgpack.packb({"ack": msg[2]["chunk"]}))
+                options = msg[2] if isinstance(msg, list) and len(msg) > 2 else None
+                if isinstance(options, dict) and "chunk" in options:       # the rest is not ours to ack
+                    conn.sendall(msgpack.packb({"ack": options["chunk"]}))
 
     @staticmethod
     def entries(msg):
