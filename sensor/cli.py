@@ -118,6 +118,26 @@ def _sink_summary(writer):
         click.echo(line, err=True)
 
 
+def _enrich_options(f):
+    """The enrichment options of replay and capture."""
+    options = [
+        click.option("--body-cap", type=click.IntRange(0, 16384), default=64, show_default=True,
+                     help="KiB of each request and response body read for payload shape and sensitive data "
+                          "(JSON, forms, multipart, XML, GraphQL, gRPC); 0 = no bodies. Values never leave the "
+                          "sensor."),
+        click.option("--route-hints", type=click.Path(exists=True, dir_okay=False), default=None,
+                     help="Endpoint hints file: '/post/{postId}' makes that position a parameter, '=/users/me' "
+                          "keeps a literal path; hints win over the route learner."),
+        click.option("--keep-examples", is_flag=True,
+                     help="Opt-in: records also carry redacted examples of query, path and body string values "
+                          "(letters -> x, digits -> 9; cards keep first 6 and last 4 digits). Formats leave the "
+                          "sensor."),
+    ]
+    for opt in reversed(options):
+        f = opt(f)
+    return f
+
+
 def _record_stage(raw_targets, route_hints, keep_examples):
     """The record stage with enrichment; a bad hints file is a one-line error."""
     from .enrich import Enricher
@@ -159,15 +179,7 @@ def main():
               help="Open HTTP/2 streams kept per connection; more are counted and not tracked.")
 @click.option("--h2-max-header-block", type=click.IntRange(1024, None), default=256 << 10, show_default=True,
               help="Bytes of one HTTP/2 header block (HEADERS + CONTINUATION); larger blocks are dropped, counted.")
-@click.option("--body-cap", type=click.IntRange(0, 16384), default=64, show_default=True,
-              help="KiB of each request and response body read for payload shape and sensitive data "
-                   "(JSON, forms, multipart, XML, GraphQL, gRPC); 0 = no bodies. Values never leave the sensor.")
-@click.option("--route-hints", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Endpoint hints file: '/post/{postId}' makes that position a parameter, '=/users/me' keeps a "
-                   "literal path; hints win over the route learner.")
-@click.option("--keep-examples", is_flag=True,
-              help="Opt-in: records also carry redacted examples of query, path and body string values "
-                   "(letters -> x, digits -> 9; cards keep first 6 and last 4 digits). Formats leave the sensor.")
+@_enrich_options
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_window, bpf, tunnel_key,
            vlan_key, h2_max_streams, h2_max_header_block, body_cap, route_hints, keep_examples, quiet, sink_opts):
@@ -235,15 +247,7 @@ def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_w
 @click.option("--tunnel-key/--no-tunnel-key", default=True, show_default=True,
               help="Tunnel ids (VXLAN/Geneve VNI, GRE key, ERSPAN session) join the connection key.")
 @click.option("--vlan-key", is_flag=True, help="VLAN ids join the connection key too.")
-@click.option("--body-cap", type=click.IntRange(0, 16384), default=64, show_default=True,
-              help="KiB of each request and response body read for payload shape and sensitive data "
-                   "(JSON, forms, multipart, XML, GraphQL, gRPC); 0 = no bodies. Values never leave the sensor.")
-@click.option("--route-hints", type=click.Path(exists=True, dir_okay=False), default=None,
-              help="Endpoint hints file: '/post/{postId}' makes that position a parameter, '=/users/me' keeps a "
-                   "literal path; hints win over the route learner.")
-@click.option("--keep-examples", is_flag=True,
-              help="Opt-in: records also carry redacted examples of query, path and body string values "
-                   "(letters -> x, digits -> 9; cards keep first 6 and last 4 digits). Formats leave the sensor.")
+@_enrich_options
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, no_promisc, duration,
             count, user, stats_interval, memory_budget, idle_timeout, dedup_window, tunnel_key, vlan_key,
