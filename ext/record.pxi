@@ -370,7 +370,7 @@ cdef class RecordEncoder:
                     wb_key(b, b"url.path", 8); wb_str(b, tg, pe)
                     keys += 1
                 a = 1
-            if a and pe < <size_t>tn and tg[pe] == b'?':
+            if a and pe < <size_t>tn and tg[pe] == b'?' and t.extra is None:     # else enrichment's
                 wb_key(b, b"url.query.keys", 14); wb_strlist(b, query_names(tg + pe + 1, qe - pe - 1))
                 keys += 1
             if self.raw_targets and t.target is not None:

@@ -15,7 +15,8 @@ then written with the best template known by then.
 """
 from _blake2 import blake2b      # hashlib's import pulls in OpenSSL: ~4 ms of start-up
 from collections import deque
-from urllib.parse import parse_qsl, unquote
+import re
+from urllib.parse import unquote, unquote_plus
 
 from .._core import FLAG_NAMES, Txn
 from .auth import auth_scheme, is_session_cookie, jwt_info
@@ -43,6 +44,29 @@ def split_target(target):
         target = rest[slash:] if slash >= 0 else "/"
     path, _, query = target.partition("#")[0].partition("?")
     return path, query
+
+
+_FLAG_NAME = re.compile(r"[A-Za-z][A-Za-z_.-]{0,31}\Z")
+
+
+def query_params(query):
+    """(name, value) pairs of a query string, percent-decoded; value None for
+    a bare token without "=" (`?debug`, or a value sent alone: `?a1b2c3`)."""
+    pairs = []
+    for part in query.split("&"):
+        if part:
+            name, eq, value = part.partition("=")
+            pairs.append((unquote_plus(name), unquote_plus(value) if eq else None))
+    return pairs
+
+
+def query_label(name, value):
+    """How a query parameter is named in records: its name, unless the name
+    is itself data (an email, a number, a token: "{key}") or a bare token that
+    does not read as a flag ("{value}")."""
+    if value is None:
+        return name if _FLAG_NAME.match(name) and not value_classes(name) else "{value}"
+    return "{key}" if value_format(name) is not None or value_classes(name) else name[:64]
 
 
 def _cookies(value):
@@ -147,14 +171,20 @@ class Enricher:
                 self.routes.observe(host, path)
                 self.path_classes(path, add)
             if query:
-                query_pairs = parse_qsl(query, keep_blank_values=True)
+                query_pairs = query_params(query)
                 formats, examples = {}, {}
                 for name, value in query_pairs:
-                    formats[name] = value_format(value) or "string" if value else "empty"
+                    label = query_label(name, value)
+                    if value is None:           # a bare token: a flag, or a value sent alone
+                        value = "" if label == name else name
+                    elif label != name:         # a name that is data: classed, not shown
+                        add(value_classes(name), "query", label)
+                    formats[label] = value_format(value) or "string" if value else "empty"
                     classes = value_classes(value, name)
-                    add(classes, "query", name)
+                    add(classes, "query", label)
                     if self.keep_examples:
-                        examples[name] = redact(value, classes)
+                        examples[label] = redact(value, classes)
+                extra.append(("url.query.keys", list(formats)))
                 extra.append(("sensor.query", formats))
                 if examples:
                     extra.append(("sensor.examples.query", examples))
