@@ -211,6 +211,13 @@ Written by `bench/live.py`.
 <!-- bench:live -->
 {live}<!-- /bench:live -->
 
+## Outputs: records per second per sink
+
+Printed by `bench/sinks.py` (run.py keeps this section as it is).
+
+<!-- bench:sinks -->
+{sinks}<!-- /bench:sinks -->
+
 ## The three readers
 
 - **cwalk**: `read(2)` in 4 MiB windows, walks the 16-byte record headers,
@@ -246,7 +253,7 @@ def write_page(path, **sections):
     """Rewrite the page, keeping the sections this run did not measure."""
     old = path.read_text() if path.exists() else ""
     body = {}
-    for name in ("throughput", "rss", "profile", "live"):
+    for name in ("throughput", "rss", "profile", "live", "sinks"):
         kept = re.search(rf"<!-- bench:{name} -->\n(.*?)<!-- /bench:{name} -->", old, re.S)
         body[name] = sections.get(name) or (kept.group(1) if kept else "Not measured yet.\n")
     path.write_text(PAGE.format(vs_dpkt=TARGET_VS_DPKT, vs_cwalk=TARGET_VS_CWALK,

@@ -275,8 +275,8 @@ cdef class PacketRing:
 
 def capture_loop(Engine eng, list rings, on_batch, should_stop, int poll_ms=200):
     """Reads the rings until should_stop() is true; on_batch(list of records'
-    transactions) after each round of blocks. Between packets, wall time
-    drives the flow timeouts."""
+    transactions) after each round of blocks, and on each idle poll. Between
+    packets, wall time drives the flow timeouts."""
     cdef PacketRing r
     cdef uint8_t* b
     cdef int nr = len(rings), i, got
@@ -305,3 +305,5 @@ def capture_loop(Engine eng, list rings, on_batch, should_stop, int poll_ms=200)
                 got = poll(fds, nr, poll_ms)
             if got == 0:
                 eng.tick(time_ns())
+                on_batch(eng.out)       # even empty: the record stage releases what it held
+                eng.out = []

@@ -16,6 +16,7 @@ then written with the best template known by then.
 from _blake2 import blake2b      # hashlib's import pulls in OpenSSL: ~4 ms of start-up
 from collections import deque
 import re
+import time
 from urllib.parse import unquote, unquote_plus
 
 from .._core import FLAG_NAMES, Txn
@@ -85,7 +86,8 @@ class Enricher:
         self.max_ratio = max_ratio
         self.hold = hold
         self.hold_ns = int(hold_seconds * 1e9)
-        self.held = deque()         # (txn, host, path) whose route may still change
+        self.hold_seconds = hold_seconds
+        self.held = deque()         # (txn, host, path, when held: monotonic s) whose route may still change
         self.segment_classes = {}   # path segment -> its sensitive classes
         self.shapes = {}            # body digest, media type, coding, truncated -> (shape, flags)
         self.counters = {"bodies_shaped": 0, "bodies_undecodable": 0, "decompression_limits": 0,
@@ -102,7 +104,7 @@ class Enricher:
                 continue
             host, path = self.enrich(t)
             if path is not None and not self.routes.resolve(host, path).settled:
-                self.held.append((t, host, path))
+                self.held.append((t, host, path, time.monotonic()))
                 self.counters["records_held"] += 1
             else:
                 self.finish(t, host, path)
@@ -114,20 +116,23 @@ class Enricher:
     def flush(self):
         out = []
         while self.held:
-            t, host, path = self.held.popleft()
+            t, host, path, _ = self.held.popleft()
             self.finish(t, host, path)
             out.append(t)
         return out
 
     def release(self, out, txns):
         """Moves held transactions whose route settled (or that waited long
-        enough) to `out`, in the order they came."""
+        enough, in packet time or, when traffic stops, in wall time) to `out`,
+        in the order they came."""
         now = max((t.req_start for t in txns if type(t) is Txn), default=0)
+        wall = time.monotonic() - self.hold_seconds
         keep = deque()
         over = len(self.held) - self.hold
         for item in self.held:
-            t, host, path = item
-            if over > 0 or now - t.req_start > self.hold_ns or self.routes.resolve(host, path).settled:
+            t, host, path, since = item
+            if (over > 0 or now - t.req_start > self.hold_ns or since < wall
+                    or self.routes.resolve(host, path).settled):
                 over -= 1
                 self.finish(t, host, path)
                 out.append(t)
