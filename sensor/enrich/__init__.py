@@ -29,6 +29,8 @@ from .shape import body_shape
 
 _FLAG = {name: 1 << i for i, name in enumerate(FLAG_NAMES)}
 _SEGMENT_CACHE_MAX = 65536
+_PATH_CACHE_MAX = 65536
+_OBSERVE_ENOUGH = 32         # > the route learner's settle count (10)
 _SHAPE_CACHE_MAX = 4096      # bodies whose shape is remembered by content
 
 
@@ -89,6 +91,8 @@ class Enricher:
         self.hold_seconds = hold_seconds
         self.held = deque()         # (txn, host, path, when held: monotonic s) whose route may still change
         self.segment_classes = {}   # path segment -> its sensitive classes
+        self.path_found = {}        # path -> [(classes, segment index)] of its segments
+        self.paths_seen = {}        # (host, path) -> times told to the route learner
         self.shapes = {}            # body digest, media type, coding, truncated -> (shape, flags)
         self.counters = {"bodies_shaped": 0, "bodies_undecodable": 0, "decompression_limits": 0,
                          "shape_cache_hits": 0,
@@ -173,7 +177,7 @@ class Enricher:
             path, query = split_target(t.target)
             if path is not None:
                 host = (t.host or t.server_addr or "").lower()
-                self.routes.observe(host, path)
+                self.path_seen(host, path)
                 self.path_classes(path, add)
             if query:
                 query_pairs = query_params(query)
@@ -268,17 +272,38 @@ class Enricher:
             self.counters["bodies_shaped"] += 1
         return shape, flag
 
+    def path_seen(self, host, path):
+        """Tells the route learner of a request path, but no more than it
+        needs: past _OBSERVE_ENOUGH times the same path changes nothing it
+        decides by (its counts only matter up to the settle count)."""
+        key = (host, path)
+        n = self.paths_seen.get(key, 0)
+        if n < _OBSERVE_ENOUGH:
+            self.routes.observe(host, path)
+            if len(self.paths_seen) >= _PATH_CACHE_MAX:
+                self.paths_seen.clear()
+            self.paths_seen[key] = n + 1
+
     def path_classes(self, path, add):
-        cache = self.segment_classes
-        for i, seg in enumerate(path.split("/")[1:]):
-            if not seg:
-                continue
-            classes = cache.get(seg)
-            if classes is None:
-                if len(cache) >= _SEGMENT_CACHE_MAX:
-                    cache.clear()
-                classes = cache[seg] = value_classes(unquote(seg))
-            add(classes, "path", str(i))
+        found = self.path_found.get(path)
+        if found is None:
+            cache = self.segment_classes
+            found = []
+            for i, seg in enumerate(path.split("/")[1:]):
+                if not seg:
+                    continue
+                classes = cache.get(seg)
+                if classes is None:
+                    if len(cache) >= _SEGMENT_CACHE_MAX:
+                        cache.clear()
+                    classes = cache[seg] = value_classes(unquote(seg))
+                if classes:
+                    found.append((classes, str(i)))
+            if len(self.path_found) >= _PATH_CACHE_MAX:
+                self.path_found.clear()
+            self.path_found[path] = found
+        for classes, index in found:
+            add(classes, "path", index)
 
     @staticmethod
     def credential_classes(value):
