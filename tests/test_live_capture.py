@@ -46,6 +46,12 @@ class Handler(BaseHTTPRequestHandler):
         pass
 
 
+class Server(ThreadingHTTPServer):
+    # the workers test opens 60 connections at once: with the default backlog
+    # of 5 dropped SYNs can back off past the client's timeout
+    request_queue_size = 128
+
+
 @pytest.fixture(scope="module")
 def net():
     subprocess.run(["ip", "netns", "del", NS], capture_output=True)
@@ -58,7 +64,7 @@ def net():
         sh("ip", "addr", "add", "10.61.0.2/24", "dev", NS_IF, ns=NS)
         sh("ip", "link", "set", NS_IF, "up", ns=NS)
         sh("ip", "link", "set", "lo", "up", ns=NS)
-        srv = ThreadingHTTPServer(("0.0.0.0", 18181), Handler)
+        srv = Server(("0.0.0.0", 18181), Handler)
         threading.Thread(target=srv.serve_forever, daemon=True).start()
         yield
         srv.shutdown()
