@@ -15,6 +15,7 @@ then written with the best template known by then.
 """
 from _blake2 import blake2b      # hashlib's import pulls in OpenSSL: ~4 ms of start-up
 from collections import deque
+import json
 import re
 import time
 from urllib.parse import unquote, unquote_plus
@@ -70,6 +71,25 @@ def query_label(name, value):
     if value is None:
         return name if _FLAG_NAME.match(name) and not value_classes(name) else "{value}"
     return "{key}" if value_format(name) is not None or value_classes(name) else name[:64]
+
+
+def query_graphql(pairs):
+    """The JSON request body equal to a GraphQL GET's query parameters
+    (query, operationName, variables), or None when there is no query
+    parameter that may be a GraphQL document."""
+    params = {name: value for name, value in pairs if value}
+    doc = params.get("query")
+    if doc is None or not doc.lstrip().startswith(("{", "query", "mutation", "subscription", "fragment")):
+        return None
+    body = {"query": doc}
+    if "operationName" in params:
+        body["operationName"] = params["operationName"]
+    if "variables" in params:
+        try:
+            body["variables"] = json.loads(params["variables"])
+        except ValueError:
+            pass
+    return json.dumps(body).encode()
 
 
 def _cookies(value):
@@ -215,6 +235,15 @@ class Enricher:
             else:
                 add(value_classes(value, name), "response.header", name)
         operation = None
+        graphql = query_graphql(query_pairs) if t.method == "GET" else None
+        if graphql is not None:     # a GraphQL GET: its query parameters read as the request body would
+            shape = body_shape(graphql, "application/json", keep_examples=self.keep_examples)
+            if shape is not None and shape.operation:
+                operation = shape.operation
+                extra.append(("sensor.shape.request", shape.to_record()))
+                for cls, key, count in shape.findings:
+                    k = (cls, "query", key)
+                    found[k] = found.get(k, 0) + count
         for side, data, ctype, coding in ((0, t.req_body_data, t.req_content_type, t.req_content_encoding),
                                           (1, t.resp_body_data, t.resp_content_type, t.resp_content_encoding)):
             if not data or ctype is None:
