@@ -303,6 +303,7 @@ class Api:
             ("GET", "/api/v1/profile", self.profile),
             ("POST", "/api/v1/payments", self.payment),
             ("POST", "/graphql", self.graphql),
+            ("GET", "/graphql", self.graphql_get),
             ("POST", "/rpc", self.rpc),
             ("POST", "/soap", self.soap),
             ("POST", "/api/v1/uploads", self.upload),
@@ -410,6 +411,12 @@ class Api:
         if op["operationName"] == "Subscribe":
             return Reply(200, {"data": {"newsletter": {"subscribe": {"ok": True}}}})
         return Reply(200, {"data": {"updateEmail": {"ok": True, "verificationSent": True}}})
+
+    def graphql_get(self, query, **_):
+        """A GraphQL query sent as GET (cacheable): document and variables in the query string."""
+        email = json.loads(query["variables"])["email"]
+        u = next(u for u in self.data["users"].values() if u["email"] == email)
+        return Reply(200, {"data": {"customer": {"id": str(u["id"]), "orders": [{"id": o} for o in u["orders"]]}}})
 
     def rpc(self, body, **_):
         call = json.loads(body)

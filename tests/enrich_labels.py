@@ -151,6 +151,11 @@ def corpus_calls(fake, data):
                       found_in("request.body", ("email", "$.input.email"), ("password", "$.input.password"))
                       | BEARER_HEADER, opaque,
                       {"kind": "graphql", "type": "mutation", "name": "UpdateEmail"}))
+    gql = {"query": "query CustomerOrders($email: String!) { customer(email: $email) { id orders { id } } }",
+           "operationName": "CustomerOrders", "variables": json.dumps({"email": users["1003"]["email"]})}
+    calls.append(Call("GET", "/graphql?" + urlencode(gql), (("Authorization", "Bearer " + fake.opaque()),),
+                      labels=found_in("query", ("email", "$.email")) | BEARER_HEADER, auth=opaque,
+                      operation={"kind": "graphql", "type": "query", "name": "CustomerOrders"}))
     # an inline literal argument rather than a variable: as much a value
     gql = {"query": 'mutation Subscribe { newsletter { subscribe(email: "%s", source: "footer") { ok } } }'
                     % fake.email(), "operationName": "Subscribe"}
