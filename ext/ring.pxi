@@ -16,6 +16,7 @@ cdef extern from "<sys/socket.h>" nogil:
     int SOCK_RAW
     int SOL_SOCKET
     int SO_ATTACH_FILTER
+    int SO_ERROR
 
 cdef extern from "<unistd.h>" nogil:
     int close(int fd)
@@ -42,6 +43,8 @@ cdef extern from "<poll.h>" nogil:
     int poll(pollfd* fds, unsigned long n, int timeout)
     short POLLIN
     short POLLERR
+    short POLLHUP
+    short POLLNVAL
 
 cdef extern from "<net/if.h>" nogil:
     unsigned int if_nametoindex(const char* name)
@@ -276,7 +279,9 @@ cdef class PacketRing:
 def capture_loop(Engine eng, list rings, on_batch, should_stop, int poll_ms=200):
     """Reads the rings until should_stop() is true; on_batch(list of records'
     transactions) after each round of blocks, and on each idle poll. Between
-    packets, wall time drives the flow timeouts."""
+    packets, wall time drives the flow timeouts. Returns None, or why it
+    stopped early: an interface that went down or away (as tcpdump does;
+    polling on would spin on the socket's error)."""
     cdef PacketRing r
     cdef uint8_t* b
     cdef int nr = len(rings), i, got
@@ -307,3 +312,22 @@ def capture_loop(Engine eng, list rings, on_batch, should_stop, int poll_ms=200)
                 eng.tick(time_ns())
                 on_batch(eng.out)       # even empty: the record stage releases what it held
                 eng.out = []
+            for i in range(nr if got > 0 else 0):
+                if fds[i].revents & (POLLERR | POLLHUP | POLLNVAL):
+                    why = ring_error(<PacketRing>rings[i], fds[i].revents)
+                    if why is not None:
+                        return why
+    return None
+
+
+# The error a ring's socket reported (reading it clears it; ENETDOWN when the
+# interface went down or away), as the one-line reason capture on it cannot
+# go on; None for a wake-up without one.
+cdef str ring_error(PacketRing r, short revents):
+    cdef int err = 0
+    cdef unsigned int n = sizeof(err)
+    if revents & POLLERR:
+        getsockopt(r.fd, SOL_SOCKET, SO_ERROR, &err, &n)
+    if err == 0 and not revents & (POLLHUP | POLLNVAL):
+        return None
+    return "capture on %s stopped: %s" % (r.iface, strerror(err).decode() if err else "the socket was closed")

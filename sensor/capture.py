@@ -25,6 +25,7 @@ class CaptureResult:
         self.kernel = {"packets": 0, "drops": 0}
         self.elapsed = 0.0
         self.workers = []           # per-worker counters when there are several
+        self.errors = []            # why capture stopped early (an interface went down), one line each
 
 
 class _Stop:
@@ -115,7 +116,9 @@ def capture(ifaces, writer, stage, opts, engine_opts, duration=None, count=None,
     old[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: writer.reopen())
     t0 = time.perf_counter()
     try:
-        capture_loop(engine, rings, lambda txns: writer.write_encoded(*stage.encode(txns)), stop)
+        why = capture_loop(engine, rings, lambda txns: writer.write_encoded(*stage.encode(txns)), stop)
+        if why:
+            res.errors.append(why)
         writer.write_encoded(*stage.finish(engine.finish()))     # open transactions go out flagged
     finally:
         for s, h in old.items():
@@ -148,9 +151,9 @@ def _worker(k, ifaces, stage, opts, engine_opts, fanout_base, conn, duration, us
         data, n = encoded
         if n:
             conn.send_bytes(b"R" + struct.pack("<I", n) + data)
-    capture_loop(engine, rings, lambda txns: send(stage.encode(txns)), stop)
+    why = capture_loop(engine, rings, lambda txns: send(stage.encode(txns)), stop)
     send(stage.finish(engine.finish()))
-    conn.send_bytes(b"C" + pickle.dumps(("done", engine.stats(), _kernel(rings))))
+    conn.send_bytes(b"C" + pickle.dumps(("done", engine.stats(), _kernel(rings), why)))
     for r in rings:
         r.close()
 
@@ -196,8 +199,10 @@ def _capture_workers(ifaces, writer, stage, opts, engine_opts, duration, user, r
                     if started == len(procs) and ready:
                         ready()
                 else:                                       # the worker's final counters
-                    _, stats, kernel = pickle.loads(msg[1:])
+                    _, stats, kernel, why = pickle.loads(msg[1:])
                     res.workers.append(stats)
+                    if why and why not in res.errors:
+                        res.errors.append(why)
                     for key in ("packets", "drops"):
                         res.kernel[key] += kernel[key]
                     live.remove(c)

@@ -295,6 +295,10 @@ def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, 
             res.kernel["packets"], res.kernel["drops"],
             "; %d workers" % len(res.workers) if res.workers else ""), err=True)
         _sink_summary(writer)
+    for e in res.errors:
+        click.echo("sensor: error: " + e, err=True)
+    if res.errors:
+        sys.exit(1)
 
 
 @main.command()

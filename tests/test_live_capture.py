@@ -73,10 +73,24 @@ def net():
         subprocess.run(["ip", "link", "del", HOST_IF], capture_output=True)
 
 
+RUNNING = []     # sensors a failed test left running: killed after each test
+
+
+@pytest.fixture(autouse=True)
+def no_sensor_left():
+    yield
+    while RUNNING:
+        p = RUNNING.pop()
+        if p.poll() is None:
+            p.kill()
+            p.communicate()
+
+
 class Sensor:
     def __init__(self, *args):
         self.p = subprocess.Popen(["sensor", "capture", "--format", "jsonl", "--raw-targets", *args],
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        RUNNING.append(self.p)
         line = self.p.stderr.readline().decode()
         assert "capturing on" in line, line + self.p.stderr.read().decode()
 
@@ -86,6 +100,22 @@ class Sensor:
         out, err = self.p.communicate(timeout=30)
         assert self.p.returncode == 0, err
         return [json.loads(x) for x in out.splitlines()], err.decode()
+
+
+def test_interface_gone_ends_capture_with_an_error(net):
+    """As tcpdump: an interface that goes away ends the capture with a
+    one-line error (exit 1), after the records seen so far; it never spins."""
+    for workers in ("1", "2"):
+        sh("ip", "link", "add", "gone0", "type", "veth", "peer", "name", "gone1")
+        sh("ip", "link", "set", "gone0", "up")
+        s = Sensor("-i", "gone0", "-i", HOST_IF, "--workers", workers)
+        curl("10.61.0.1", ["/api/users/1"])
+        time.sleep(0.5)
+        sh("ip", "link", "del", "gone0")
+        out, err = s.p.communicate(timeout=10)
+        assert s.p.returncode == 1, err
+        assert b"sensor: error: capture on gone0 stopped: Network is down" in err
+        assert [json.loads(x)["path"] for x in out.splitlines()] == ["/api/users/1"]
 
 
 def curl(ip, paths):
