@@ -134,22 +134,25 @@ cdef class ShapeCollector:
         cdef tuple keys = tuple(node)
         cdef list value_keys = None
         cdef str prefix, mapped
+        if len(keys) > self.max_paths:         # more keys than paths kept: the rest is not read
+            keys = keys[:self.max_paths]
+            self.limits.add("paths")
         if keys not in _named_keys:
             value_keys = [key for key in keys if _is_value_key(key)]
         if not value_keys:
             if value_keys is not None:
                 _remember_named(keys)
             prefix = path + "." if path else ""
-            for key, value in node.items():
-                self.json(value, prefix + (<str>key)[:_MAX_NAME], key, depth)
+            for key in keys:
+                self.json(node[key], prefix + (<str>key)[:_MAX_NAME], key, depth)
             return
         mapped = join_path(path, "{key}")
         if 2 * len(value_keys) >= len(keys):
             value_keys = list(keys)             # a map: none of its keys is a name
         else:
-            for key, value in node.items():
+            for key in keys:
                 if not _is_value_key(key):
-                    self.json(value, join_path(path, (<str>key)[:_MAX_NAME]), key, depth)
+                    self.json(node[key], join_path(path, (<str>key)[:_MAX_NAME]), key, depth)
         for key in self.items(value_keys):
             self.classify(mapped, key, name)
             self.json(node[key], mapped, name, depth)
