@@ -171,11 +171,9 @@ class Shape:
 
 # -- JSON
 
-# a JSON token, or a lone character where none fits (an unterminated string)
-_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[{}\[\],:]|[^\s{}\[\],:"]+|\S')
-
-
 _UNREAD = object()      # no JSON document could be read
+_DECODER = json.JSONDecoder()
+_SPACE = re.compile(r"[ \t\n\r]*")
 
 
 def _json_prefix(text):
@@ -183,40 +181,61 @@ def _json_prefix(text):
     a JSON document: open containers are closed, a literal cut short is
     dropped, a string cut short becomes "" (its key stays, of unknown
     format). complete: the document was not cut short (data may follow it).
-    (_UNREAD, True) when nothing parses."""
-    closers = []            # what closes each open container, outermost first
-    cut, tail = None, ""
-    after_colon = False
-    for m in _JSON_TOKEN.finditer(text):
-        token = m.group()
-        first = token[0]
-        if first == "{" or first == "[":
-            closers.append("}" if first == "{" else "]")
-        elif first == "}" or first == "]":
-            if not closers or closers.pop() != first:
-                break
-        elif first == "," or first == ":":
-            after_colon = first == ":"
-            continue
-        elif not (after_colon or not closers or closers[-1] == "]"):
-            if token == '"':
-                break                               # a key cut short
-            continue                                # a key: its value is still to come
-        elif token == '"':
-            cut, tail = m.start(), '""'             # a string value cut short
-            break
-        elif first != '"' and m.end() == len(text):
-            break                                   # a literal that may be cut short
-        after_colon = False
-        cut = m.end()
-        if not closers:
-            break
-    if cut is None:
-        return _UNREAD, True
+    (_UNREAD, True) when nothing parses. Every complete value is parsed by
+    json's C scanner: Python only walks down the containers the cut lies in."""
     try:
-        return json.loads(text[:cut] + tail + "".join(reversed(closers))), not (closers or tail)
-    except (ValueError, RecursionError):
+        doc, _, complete = _json_partial(text, _SPACE.match(text, 0).end(), 0)
+    except RecursionError:
         return _UNREAD, True
+    return (doc, complete) if doc is not _UNREAD else (_UNREAD, True)
+
+
+def _json_partial(text, i, depth):
+    """(value or _UNREAD, end, complete) of the JSON value at text[i:]."""
+    try:
+        value, end = _DECODER.raw_decode(text, i)
+        if end == len(text) and type(value) in (int, float):
+            return _UNREAD, end, False              # a number at the cut may be cut short
+        return value, end, True
+    except ValueError:
+        pass
+    opener = text[i:i + 1]
+    if opener == '"':
+        return "", len(text), False                 # a string value cut short
+    if opener not in ("{", "[") or depth > MAX_DEPTH * 4:
+        return _UNREAD, i, False                    # a literal cut short, or garbage
+    is_object = opener == "{"
+    container = {} if is_object else []
+    i = _SPACE.match(text, i + 1).end()
+    # one member past what the walk reads is enough for it to flag the limit
+    members = max(MAX_PATHS, MAX_ITEMS) + 1
+    while i < len(text) and len(container) < members:
+        key = None
+        if is_object:
+            try:
+                key, i = _DECODER.raw_decode(text, i)
+            except ValueError:
+                break                               # a key cut short
+            if type(key) is not str:
+                break
+            i = _SPACE.match(text, i).end()
+            if text[i:i + 1] != ":":
+                break
+            i = _SPACE.match(text, i + 1).end()
+        value, end, complete = _json_partial(text, i, depth + 1)
+        if value is _UNREAD:
+            break
+        if is_object:
+            container[key] = value
+        else:
+            container.append(value)
+        if not complete:
+            break
+        i = _SPACE.match(text, end).end()
+        if text[i:i + 1] != ",":
+            break
+        i = _SPACE.match(text, i + 1).end()
+    return container, len(text), False
 
 
 def _load_json(data, col):
