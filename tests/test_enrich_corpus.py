@@ -421,6 +421,10 @@ def test_class_precision_and_recall(corpus):
     print(report)
     assert t + f_n >= 60, "the corpus labels too few findings: %d" % (t + f_n)
     assert precision >= 0.95 and recall >= 0.95, report
+    # and each class on its own
+    weak = [cls for cls in set(tp) | set(fp) | set(fn)
+            if tp[cls] < 0.95 * (tp[cls] + fp[cls]) or tp[cls] < 0.95 * (tp[cls] + fn[cls])]
+    assert not weak, "classes under 0.95: %s\n%s" % (sorted(weak), report)
 
 
 def test_grpc_calls(corpus):
