@@ -81,15 +81,17 @@ def no_sensor_left():
     yield
     while RUNNING:
         p = RUNNING.pop()
-        if p.poll() is None:
-            p.kill()
-            p.communicate()
+        try:
+            os.killpg(p.pid, signal.SIGKILL)     # its capture workers too: they hold its stdout
+        except ProcessLookupError:
+            pass
+        p.communicate(timeout=10)
 
 
 class Sensor:
     def __init__(self, *args):
         self.p = subprocess.Popen(["sensor", "capture", "--format", "jsonl", "--raw-targets", *args],
-                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
         RUNNING.append(self.p)
         line = self.p.stderr.readline().decode()
         assert "capturing on" in line, line + self.p.stderr.read().decode()
@@ -138,8 +140,10 @@ def test_capture_on_veth(net):
 
 def test_workers_see_every_transaction_once(net):
     s = Sensor("-i", HOST_IF, "--workers", "2")
-    procs = [subprocess.Popen(["ip", "netns", "exec", NS, "curl", "-s", "-o", "/dev/null",
-                               "http://10.61.0.1:18181/c/%d/%d" % (c, k)] ) for c in range(20) for k in range(3)]
+    # 20 clients at once, each with 3 requests on its own connection
+    procs = [subprocess.Popen(["ip", "netns", "exec", NS, "curl", "-s", "--max-time", "20",
+                               *sum((["-o", "/dev/null", "http://10.61.0.1:18181/c/%d/%d" % (c, k)] for k in range(3)),
+                                    [])]) for c in range(20)]
     for p in procs:
         p.wait(30)
     recs, err = s.stop()
