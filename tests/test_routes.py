@@ -311,3 +311,14 @@ def test_shop_traffic_yields_its_route_set():
         assert r.settled
         got.setdefault(r.route, set()).add(name)
     assert got == {name: {name} for name in SHOP_ROUTES}
+
+
+def test_people_handles_masked_from_the_first_request():
+    """/users/alice: a person's handle is a value before any learner could
+    tell, so it never appears; well-known literals (/users/me) stay."""
+    learner = RouteLearner()
+    for path in ("/users/alice", "/api/v1/customers/jane-doe/cards", "/users/me"):
+        learner.observe("h", path)
+    assert learner.resolve("h", "/users/alice").masked == "/users/{userId}"
+    assert learner.resolve("h", "/api/v1/customers/jane-doe/cards").masked == "/api/v1/customers/{customerId}/cards"
+    assert learner.resolve("h", "/users/me").masked == "/users/me"

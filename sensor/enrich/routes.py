@@ -67,6 +67,14 @@ KNOWN_LITERALS = NAMESPACES | frozenset((
     "edit", "count", "latest", "all", "default", ".well-known", "openapi.json", "openapi.yaml",
     "swagger.json", "swagger.yaml", "favicon.ico", "robots.txt", "sitemap.xml", "index.html",
 ))
+# collections of people: what follows is a handle or a name (/users/alice),
+# a value from the first request on, before any learner could tell
+PEOPLE = frozenset((
+    "user", "users", "u", "account", "accounts", "customer", "customers", "member", "members", "people",
+    "person", "persons", "profiles", "employee", "employees", "patient", "patients", "student", "students",
+    "author", "authors", "owner", "owners", "contact", "contacts", "client", "clients", "player", "players",
+    "subscriber", "subscribers", "username", "usernames", "handle", "handles",
+))
 
 _VERSION = re.compile(r"v\d{1,3}(?:\.\d{1,3}){0,2}(?:[-_]?[a-z]+\d*)?\Z", re.I)
 _DOTTED = re.compile(r"\d{1,3}(?:\.\d{1,3}){1,2}\Z")
@@ -146,6 +154,8 @@ def _kind(seg, i, prev):
     kind = _classify(seg)[0]
     if kind == DATED:
         return KEEP if i == 0 or prev.lower() in NAMESPACES else VALUE
+    if kind == PLAIN and prev.lower() in PEOPLE:
+        return VALUE
     return kind
 
 
