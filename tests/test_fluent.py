@@ -61,6 +61,10 @@ def test_wrong_shared_key_spools(tmp_path):
     out = open_outputs(["fluent://127.0.0.1:%d?shared_key=wrong" % c.port], spool_dir=str(tmp_path / "spool"),
                        drain_timeout=0.3)
     write(out, 0, 10)
+    # the refusal, before close() cuts a handshake still under way
+    deadline = time.monotonic() + 10
+    while "shared key mismatch" not in out.summaries()[0] and time.monotonic() < deadline:
+        time.sleep(0.05)
     out.close()
     c.stop()
     assert out.sinks[0].counters["spooled"] == 10 and not c.records()
