@@ -737,7 +737,7 @@ cdef void h1_data(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n, int6
         if h.state == H1_BODY_LEN:
             k = n if n < h.remaining else <uint32_t>h.remaining
             if h.cur != NULL:
-                txn_body_add(eng, <Txn>h.cur, 0 if d == f.client else 1, p, k)
+                txn_body_add(eng, <Txn>h.cur, d != f.client, p, k)
             h.body += k
             h.wire += k
             h.remaining -= k
@@ -776,7 +776,7 @@ cdef void h1_data(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n, int6
         elif h.state == H1_CHUNK_DATA:
             k = n if n < h.remaining else <uint32_t>h.remaining
             if h.cur != NULL:
-                txn_body_add(eng, <Txn>h.cur, 0 if d == f.client else 1, p, k)
+                txn_body_add(eng, <Txn>h.cur, d != f.client, p, k)
             h.body += k
             h.wire += k
             h.remaining -= k
@@ -838,7 +838,7 @@ cdef void h1_data(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n, int6
                 h.remaining = x
         elif h.state == H1_BODY_EOF:
             if h.cur != NULL:
-                txn_body_add(eng, <Txn>h.cur, 0 if d == f.client else 1, p, n)
+                txn_body_add(eng, <Txn>h.cur, d != f.client, p, n)
             h.body += n
             h.wire += n
             return
@@ -864,7 +864,7 @@ cdef void h1_gap(Engine eng, Flow* f, int d, uint64_t n):
     if h.state == H1_OFF:
         return
     if h.cur != NULL:
-        txn_body_hole(<Txn>h.cur, 0 if d == f.client else 1)
+        txn_body_hole(<Txn>h.cur, d != f.client)
     h.line_start = 1            # the next byte may start a message: check it
     if h.state == H1_BODY_LEN:
         h.gap = 1

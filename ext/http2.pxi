@@ -485,7 +485,7 @@ cdef void h2_data_bytes(Engine eng, Flow* f, int d, H2Dir* x, const uint8_t* p, 
         return
     st.body[d] += b
     if b and st.txn != NULL:
-        txn_body_add(eng, <Txn>st.txn, 0 if d == f.client else 1, p, b)
+        txn_body_add(eng, <Txn>st.txn, d != f.client, p, b)
     while st.grpc and b:
         # gRPC framing: 1-byte compressed flag, 4-byte length, message
         if st.msg_left[d]:
@@ -687,7 +687,7 @@ cdef void h2_gap(Engine eng, Flow* f, int d, uint64_t n):
             st.msg_left[d] = 0
             st.grpc = 0                 # message boundaries are lost
             if st.txn != NULL:
-                txn_body_hole(<Txn>st.txn, 0 if d == f.client else 1)
+                txn_body_hole(<Txn>st.txn, d != f.client)
         x.body_left = x.body_left - n if n < x.body_left else 0
         x.left -= n
         return
@@ -701,4 +701,4 @@ cdef void h2_gap(Engine eng, Flow* f, int d, uint64_t n):
     for i in range(f.h2.nstreams):
         f.h2.streams[i].gap[d] = 1
         if f.h2.streams[i].txn != NULL:
-            txn_body_hole(<Txn>f.h2.streams[i].txn, 0 if d == f.client else 1)
+            txn_body_hole(<Txn>f.h2.streams[i].txn, d != f.client)

@@ -129,6 +129,15 @@ cdef int wb_array(WBuf* b, size_t n) except -1:
         wb_be(b, n, 4)
     return 0
 
+cdef int wb_map(WBuf* b, size_t n) except -1:
+    wb_reserve(b, 5)
+    if n < 16:
+        wb_byte(b, 0x80 | n)
+    else:
+        wb_byte(b, 0xDF)
+        wb_be(b, n, 4)
+    return 0
+
 cdef int wb_strlist(WBuf* b, list items) except -1:
     wb_array(b, len(items))
     for x in items:
@@ -138,6 +147,7 @@ cdef int wb_strlist(WBuf* b, list items) except -1:
 # Enrichment's values: maps with str keys, lists, str, int, float, bool, None.
 cdef int wb_obj(WBuf* b, object v, int depth=0) except -1:
     cdef double d
+    cdef uint64_t bits
     if depth > 32:
         raise ValueError("enrichment value nested too deep")
     if v is None:
@@ -152,16 +162,12 @@ cdef int wb_obj(WBuf* b, object v, int depth=0) except -1:
         wb_int(b, v)
     elif isinstance(v, float):
         d = v
+        memcpy(&bits, &d, 8)
         wb_reserve(b, 9)
         wb_byte(b, 0xCB)
-        wb_be(b, (<uint64_t*>&d)[0], 8)
+        wb_be(b, bits, 8)
     elif isinstance(v, dict):
-        wb_reserve(b, 5)
-        if len(v) < 16:
-            wb_byte(b, 0x80 | len(v))
-        else:
-            wb_byte(b, 0xDF)
-            wb_be(b, len(v), 4)
+        wb_map(b, len(v))
         for k, x in (<dict>v).items():
             wb_pystr(b, k)
             wb_obj(b, x, depth + 1)
@@ -170,6 +176,59 @@ cdef int wb_obj(WBuf* b, object v, int depth=0) except -1:
         for x in v:
             wb_obj(b, x, depth + 1)
     return 0
+
+
+# Where the parts of a request-target tg[:tn] lie. Origin-form: the path is
+# tg[path:path_end] (also "*"); absolute-form (http/https): scheme is 4 or 5,
+# the path starts after the authority (empty: "/"); authority-form (CONNECT)
+# has none. A query, when tg[path_end] is '?', runs to query_end ('#' or end).
+cdef struct TargetParts:
+    size_t path, path_end, query_end
+    int scheme
+    bint has_path
+
+cdef TargetParts target_parts(const char* tg, size_t tn) noexcept nogil:
+    cdef TargetParts tp
+    cdef size_t i = 0
+    memset(&tp, 0, sizeof(TargetParts))
+    while i < tn and tg[i] != b'?' and tg[i] != b'#':
+        i += 1
+    tp.path_end = tp.query_end = i
+    if i < tn and tg[i] == b'?':
+        tp.query_end = i + 1
+        while tp.query_end < tn and tg[tp.query_end] != b'#':
+            tp.query_end += 1
+    if tn >= 7 and (tg[0] | 32) == b'h' and (tg[1] | 32) == b't' and (tg[2] | 32) == b't' \
+            and (tg[3] | 32) == b'p':
+        i = 4 + ((tg[4] | 32) == b's')
+        if i + 3 <= tp.path_end and tg[i] == b':' and tg[i + 1] == b'/' and tg[i + 2] == b'/':
+            tp.scheme = <int>i
+            tp.path = i + 3
+            while tp.path < tp.path_end and tg[tp.path] != b'/':
+                tp.path += 1
+            tp.has_path = True
+            return tp
+    tp.has_path = tn > 0 and (tg[0] == b'/' or tg[0] == b'*')
+    return tp
+
+
+def split_target(str target):
+    """(path, query) of a request-target as the record stage reads it (query
+    None when there is none): origin-form as is, absolute-form without scheme
+    and authority; (None, None) for authority-form, "*" and no target."""
+    cdef Py_ssize_t tn
+    cdef const char* tg
+    cdef TargetParts tp
+    if not target:
+        return None, None
+    tg = PyUnicode_AsUTF8AndSize(target, &tn)
+    tp = target_parts(tg, tn)
+    if not tp.has_path or tg[0] == b'*':
+        return None, None
+    path = tg[tp.path:tp.path_end].decode("utf-8", "replace") or "/"
+    query = tg[tp.path_end + 1:tp.query_end].decode("utf-8", "replace") \
+        if tp.path_end < <size_t>tn and tg[tp.path_end] == b'?' else None
+    return path, query
 
 
 # Query parameter names of q[:n]: `k=v` pairs by name; a bare token only when
@@ -306,7 +365,8 @@ cdef class RecordEncoder:
         cdef bint resp = t.response_seen
         cdef Py_ssize_t tn
         cdef const char* tg
-        cdef size_t i, a, pe, qe
+        cdef TargetParts tp
+        cdef size_t i
         hdr = wb_map_begin(b)
         wb_key(b, b"type", 4); wb_str(b, b"http", 4)
         wb_key(b, b"v", 1); wb_int(b, 1)
@@ -335,44 +395,22 @@ cdef class RecordEncoder:
             wb_key(b, b"http.request.method", 19); wb_pystr(b, t.method)
             keys += 1
             tg = PyUnicode_AsUTF8AndSize(t.target if t.target is not None else "", &tn)
-            # path: origin-form as is; absolute-form without scheme://authority;
-            # authority-form (CONNECT) has none
-            a = 0
-            pe = tn
-            i = 0
-            while i < <size_t>tn and tg[i] != b'?' and tg[i] != b'#':
-                i += 1
-            pe = i
-            qe = i
-            if i < <size_t>tn and tg[i] == b'?':
-                qe = i + 1
-                while qe < <size_t>tn and tg[qe] != b'#':
-                    qe += 1
-            if tn >= 7 and (tg[0] | 32) == b'h' and (tg[1] | 32) == b't' and (tg[2] | 32) == b't' \
-                    and (tg[3] | 32) == b'p':
-                i = 4 + ((tg[4] | 32) == b's')
-                if i + 3 <= pe and tg[i] == b':' and tg[i + 1] == b'/' and tg[i + 2] == b'/':
-                    wb_key(b, b"url.scheme", 10)
-                    wb_str(b, b"https" if i == 5 else b"http", i)
-                    keys += 1
-                    a = i + 3
-                    while a < pe and tg[a] != b'/':
-                        a += 1
-                    if t.extra is None:
-                        wb_key(b, b"url.path", 8)
-                        if a == pe:
-                            wb_str(b, b"/", 1)
-                        else:
-                            wb_str(b, tg + a, pe - a)
-                        keys += 1
-            if a == 0 and tn and (tg[0] == b'/' or tg[0] == b'*'):
-                if t.extra is None:
-                    wb_key(b, b"url.path", 8); wb_str(b, tg, pe)
-                    keys += 1
-                a = 1
-            if a and pe < <size_t>tn and tg[pe] == b'?' and t.extra is None:     # else enrichment's
-                wb_key(b, b"url.query.keys", 14); wb_strlist(b, query_names(tg + pe + 1, qe - pe - 1))
+            tp = target_parts(tg, tn)
+            if tp.scheme:
+                wb_key(b, b"url.scheme", 10)
+                wb_str(b, b"https" if tp.scheme == 5 else b"http", tp.scheme)
                 keys += 1
+            if tp.has_path and t.extra is None:         # else enrichment writes them, masked
+                wb_key(b, b"url.path", 8)
+                if tp.path == tp.path_end:
+                    wb_str(b, b"/", 1)
+                else:
+                    wb_str(b, tg + tp.path, tp.path_end - tp.path)
+                keys += 1
+                if tp.path_end < <size_t>tn and tg[tp.path_end] == b'?':
+                    wb_key(b, b"url.query.keys", 14)
+                    wb_strlist(b, query_names(tg + tp.path_end + 1, tp.query_end - tp.path_end - 1))
+                    keys += 1
             if self.raw_targets and t.target is not None:
                 wb_key(b, b"url.target", 10); wb_str(b, tg, tn)
                 keys += 1
@@ -419,11 +457,11 @@ cdef class RecordEncoder:
             wb_key(b, b"rpc.system", 10); wb_str(b, b"grpc", 4)
             keys += 1
             i = 1
-            while i < pe and tg[i] != b'/':
+            while i < tp.path_end and tg[i] != b'/':
                 i += 1
-            if pe and tg[0] == b'/' and i < pe:
+            if tp.path_end and tg[0] == b'/' and i < tp.path_end:
                 wb_key(b, b"rpc.service", 11); wb_str(b, tg + 1, i - 1)
-                wb_key(b, b"rpc.method", 10); wb_str(b, tg + i + 1, pe - i - 1)
+                wb_key(b, b"rpc.method", 10); wb_str(b, tg + i + 1, tp.path_end - i - 1)
                 keys += 2
             wb_key(b, b"sensor.grpc.request_messages", 28); wb_int(b, t.req_messages)
             wb_key(b, b"sensor.grpc.response_messages", 29); wb_int(b, t.resp_messages)

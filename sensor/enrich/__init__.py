@@ -20,8 +20,8 @@ import re
 import time
 from urllib.parse import unquote, unquote_plus
 
-from .._core import FLAG_NAMES, Txn
-from .auth import auth_scheme, is_session_cookie, jwt_info
+from .._core import FLAG_NAMES, Txn, split_target
+from .auth import auth_scheme, credential_classes, is_session_cookie
 from .classify import value_classes, value_format
 from .decode import LIMIT, UNDECODABLE, decode_body
 from .examples import redact
@@ -33,21 +33,6 @@ _SEGMENT_CACHE_MAX = 65536
 _PATH_CACHE_MAX = 65536
 _OBSERVE_ENOUGH = 32         # > the route learner's settle count (10)
 _SHAPE_CACHE_MAX = 4096      # bodies whose shape is remembered by content
-
-
-def split_target(target):
-    """(path, query) of a request-target: origin-form as is, absolute-form
-    without scheme and authority; (None, None) for authority-form and '*'."""
-    if not target or target == "*":
-        return None, None
-    if target[0] != "/":
-        scheme, sep, rest = target.partition("://")
-        if not sep or not scheme.isalpha():
-            return None, None
-        slash = rest.find("/")
-        target = rest[slash:] if slash >= 0 else "/"
-    path, _, query = target.partition("#")[0].partition("?")
-    return path, query
 
 
 _FLAG_NAME = re.compile(r"[A-Za-z][A-Za-z_.-]{0,31}\Z")
@@ -223,7 +208,7 @@ class Enricher:
                         cookies.append((cname, cvalue))
                         add(value_classes(cvalue, cname), "cookie", cname)
                 elif name in ("authorization", "proxy-authorization"):
-                    add(self.credential_classes(value), "request.header", name)
+                    add(credential_classes(value), "request.header", name)
                 else:
                     add(value_classes(value, name), "request.header", name)
             extra.append(("sensor.auth", auth_scheme(fields, query_pairs, cookies)))
@@ -333,13 +318,3 @@ class Enricher:
             self.path_found[path] = found
         for classes, index in found:
             add(classes, "path", index)
-
-    @staticmethod
-    def credential_classes(value):
-        scheme, _, cred = value.strip().partition(" ")
-        scheme = scheme.lower()
-        if scheme == "bearer":
-            return ("jwt",) if jwt_info(cred.strip()) else ("bearer_token",)
-        if scheme == "basic":
-            return ("password",)
-        return ("secret",)

@@ -47,6 +47,21 @@ def is_session_cookie(name):
     return "sess" in low or low in _SESSION_COOKIES or low.endswith(("_token", "-token", "_auth"))
 
 
+def _credential(value):
+    """(scheme lowercased, credential) of an Authorization value."""
+    scheme, _, cred = value.strip().partition(" ")
+    return scheme.lower(), cred.strip()
+
+
+def credential_classes(value):
+    """Sensitive classes of an Authorization value: a JWT, an opaque bearer
+    token, Basic's password, or some other scheme's secret."""
+    scheme, cred = _credential(value)
+    if scheme == "bearer":
+        return ("jwt",) if jwt_info(cred) else ("bearer_token",)
+    return ("password",) if scheme == "basic" else ("secret",)
+
+
 def _with_jwt(auth, value):
     info = jwt_info(value)
     if info is not None:
@@ -61,9 +76,7 @@ def auth_scheme(fields, query, cookies):
     a session cookie."""
     for name, value in fields:
         if name == "authorization" or name == "proxy-authorization":
-            scheme, _, cred = value.strip().partition(" ")
-            scheme = scheme.lower()
-            cred = cred.strip()
+            scheme, cred = _credential(value)
             if scheme == "bearer":
                 info = jwt_info(cred)
                 if info is None:
