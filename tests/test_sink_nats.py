@@ -16,17 +16,12 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from sensor.sinks import OutputError, open_outputs
 from sensor.sinks.base import TransportError
 from sensor.sinks.nats import NatsTransport
+from loopback import free_port
 
 STREAM, SUBJECT = "SENSOR", "sensor.records"
 
 pytestmark = pytest.mark.skipif(shutil.which("nats-server") is None,
                                 reason="nats-server not installed (apt-get install nats-server)")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class NatsServer:

@@ -13,15 +13,8 @@ import pytest
 
 from sensor.sinks import open_outputs
 from sensor.sinks.spool import Spool
+from loopback import free_port
 from test_collect import SAMPLE, Collect, record
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 def write(out, first, n, per_call=500):
