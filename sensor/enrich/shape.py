@@ -54,6 +54,7 @@ a JSON array of requests: `"type"` and `"name"` are lists),
 `{"kind": "soap", "operation": <first element inside Body>}`.
 """
 import json
+from json.decoder import scanstring
 import re
 from _blake2 import blake2b      # hashlib pulls in OpenSSL at start-up
 from urllib.parse import parse_qsl
@@ -128,7 +129,7 @@ def _join(path, label):
 
 
 # the walk itself is Cython (ext/shape.pxi); what a value or a key is, is told here
-shape_setup(value_format, value_classes, _is_value_key, _named_keys, _remember_named, _MAX_NAME, redact)
+shape_setup(value_format, value_classes, _is_value_key, _named_keys, _remember_named, _MAX_NAME, redact, scanstring)
 
 
 def _fingerprint(kind, fields):
@@ -171,82 +172,14 @@ class Shape:
 
 # -- JSON
 
-_UNREAD = object()      # no JSON document could be read
-_DECODER = json.JSONDecoder()
-_SPACE = re.compile(r"[ \t\n\r]*")
-
-
-def _json_prefix(text):
-    """(document, complete) of the longest prefix of `text` that closes into
-    a JSON document: open containers are closed, a literal cut short is
-    dropped, a string cut short becomes "" (its key stays, of unknown
-    format). complete: the document was not cut short (data may follow it).
-    (_UNREAD, True) when nothing parses. Every complete value is parsed by
-    json's C scanner: Python only walks down the containers the cut lies in."""
-    try:
-        doc, _, complete = _json_partial(text, _SPACE.match(text, 0).end(), 0)
-    except RecursionError:
-        return _UNREAD, True
-    return (doc, complete) if doc is not _UNREAD else (_UNREAD, True)
-
-
-def _json_partial(text, i, depth):
-    """(value or _UNREAD, end, complete) of the JSON value at text[i:]."""
-    try:
-        value, end = _DECODER.raw_decode(text, i)
-        if end == len(text) and type(value) in (int, float):
-            return _UNREAD, end, False              # a number at the cut may be cut short
-        return value, end, True
-    except ValueError:
-        pass
-    opener = text[i:i + 1]
-    if opener == '"':
-        return "", len(text), False                 # a string value cut short
-    if opener not in ("{", "[") or depth > MAX_DEPTH * 4:
-        return _UNREAD, i, False                    # a literal cut short, or garbage
-    is_object = opener == "{"
-    container = {} if is_object else []
-    i = _SPACE.match(text, i + 1).end()
-    # one member past what the walk reads is enough for it to flag the limit
-    members = max(MAX_PATHS, MAX_ITEMS) + 1
-    while i < len(text) and len(container) < members:
-        key = None
-        if is_object:
-            try:
-                key, i = _DECODER.raw_decode(text, i)
-            except ValueError:
-                break                               # a key cut short
-            if type(key) is not str:
-                break
-            i = _SPACE.match(text, i).end()
-            if text[i:i + 1] != ":":
-                break
-            i = _SPACE.match(text, i + 1).end()
-        value, end, complete = _json_partial(text, i, depth + 1)
-        if value is _UNREAD:
-            break
-        if is_object:
-            container[key] = value
-        else:
-            container.append(value)
-        if not complete:
-            break
-        i = _SPACE.match(text, end).end()
-        if text[i:i + 1] != ",":
-            break
-        i = _SPACE.match(text, i + 1).end()
-    return container, len(text), False
-
-
-def _load_json(data, col):
-    """(document or _UNREAD, complete) of a JSON body, tolerating a prefix."""
-    try:
-        return json.loads(data), True
-    except RecursionError:
-        col.limits.add("depth")             # nested deeper than the parser goes
-        return _UNREAD, True
-    except ValueError:
-        return _json_prefix(data.decode("utf-8", "replace"))
+def _utf8(data):
+    """A JSON body as UTF-8: RFC 8259 asks for it, older peers send UTF-16
+    or UTF-32 (told by their zero bytes) and byte order marks."""
+    if data[:3] == b"\xef\xbb\xbf":
+        return data[3:]
+    if b"\0" in data[:4]:
+        return data.decode(json.detect_encoding(data), "replace").encode()
+    return data
 
 
 # -- GraphQL (a body of its own, or the "query" of a JSON request)
@@ -452,7 +385,7 @@ def _graphql_request(doc, parsed, col):
         operation = _graphql(document, name, col)
     variables = doc.get("variables")
     if type(variables) is dict and variables:
-        col.json_object(variables, "$", None, 1)
+        col.json_bytes(json.dumps(variables).encode(), "$", None, 1, members=True)
     return operation
 
 
@@ -494,24 +427,24 @@ def _jsonrpc(doc):
 
 
 def _read_json(data, params, col, truncated):
-    doc, complete = _load_json(data, col)
-    truncated = truncated or not complete
-    if doc is _UNREAD:
-        return Shape("json", col, truncated)
-    operation = _graphql_requests(doc, col)
-    if operation is not None:
-        return Shape("graphql", col, truncated, operation)
-    col.json(doc, "", None, 0)
-    return Shape("json", col, truncated, _jsonrpc(doc))
+    data = _utf8(data)
+    doc = None
+    if b'"query"' in data or b'"persistedQuery"' in data or b'"jsonrpc"' in data:
+        try:        # GraphQL or JSON-RPC, perhaps: they are told apart on the whole document
+            doc = json.loads(data)
+        except (ValueError, RecursionError):
+            pass
+        operation = _graphql_requests(doc, col)
+        if operation is not None:
+            return Shape("graphql", col, truncated, operation)
+    complete = col.json_bytes(data, "", None, 0)
+    return Shape("json", col, truncated or not complete, _jsonrpc(doc))
 
 
 def _read_ndjson(data, params, col, truncated):
-    lines = col.items([line for line in data.splitlines() if line.strip()])
     complete = True
-    for line in lines:
-        doc, complete = _load_json(line, col)
-        if doc is not _UNREAD:
-            col.json(doc, "[]", None, 1)
+    for line in col.items([line for line in _utf8(data).splitlines() if line.strip()]):
+        complete = col.json_bytes(line, "[]", None, 1)
     return Shape("json", col, truncated or not complete)
 
 
@@ -602,9 +535,7 @@ def _read_multipart(data, params, col, truncated):
         elif media.startswith("text/"):
             col.string(path, _text(body, part_params).strip(), name)
         else:
-            doc, _ = _load_json(body, col)
-            if doc is not _UNREAD:
-                col.json(doc, path, name, 1)
+            col.json_bytes(_utf8(body), path, name, 1)
     return Shape("multipart", col, truncated)
 
 
@@ -799,9 +730,7 @@ def _read_grpc(data, params, col, truncated):
 def _read_grpc_json(data, params, col, truncated):
     messages, compressed, cut = _grpc_frames(data)
     for start, end in col.items(messages):
-        doc, _ = _load_json(data[start:end], col)
-        if doc is not _UNREAD:
-            col.json(doc, "", None, 0)
+        col.json_bytes(_utf8(data[start:end]), "", None, 0)
     return Shape("json", col, truncated or cut, compressed=compressed)
 
 
