@@ -1,12 +1,14 @@
 # Payload shape collector: the per-node walk of sensor/enrich/shape.py.
 #
 # A JSON body of a list page is hundreds of nodes; in Python each node cost a
-# microsecond of calls and dict juggling, the largest cost of enrichment. The
-# walk and its bookkeeping live here; what a value or key *is* (format,
-# sensitive classes, name or data) is still decided in Python
-# (enrich/classify.py, enrich/shape.py), memoised, and set once by
-# shape_setup().
+# microsecond of objects and dict juggling, the largest cost of enrichment.
+# The walk reads JSON where it lies in the body's bytes and keeps its key-path
+# tree in C: a node per distinct (parent, key), types as bits, Python strs made
+# once a node, not once a value. What a value or key *is* (format, sensitive
+# classes, name or data) is still decided in Python (enrich/classify.py,
+# enrich/shape.py), memoised, and set once by shape_setup().
 from cpython.dict cimport PyDict_GetItem
+from cpython.list cimport PyList_GET_ITEM
 from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_DecodeUTF8
 from libc.string cimport memchr, memcmp
 
@@ -14,51 +16,102 @@ cdef enum:
     _CUT = -1       # the data ended inside the value
     _BAD = -2       # not JSON from here on
 
+cdef enum:          # Node.size of the nodes that are not a key
+    _ELEMENT = -1   # "[]": the elements of an array
+    _MAPPED = -2    # "{key}": the members of a map, whose keys are data
+    _ROOT = -3
+
 
 cdef inline bint scalar_byte(unsigned char c):
     """A byte of a number or literal token, for skipping one unread."""
     return c in b"0123456789+-.eEaflnrstuINiy"
 
 
-cdef object _value_format = None, _value_classes = None, _is_value_key = None, _remember_named = None
+cdef object _value_format = None, _value_classes = None, _is_value_key = None
 cdef object _redact = None, _scanstring = None
-cdef set _named_keys = set()
-cdef dict _leaf_cache = {}
-cdef Py_ssize_t _LEAF_CACHE_MAX = 65536
-cdef Py_ssize_t _CACHED_LEAF_MAX = 64       # longer values are not kept
 cdef Py_ssize_t _MAX_NAME = 64              # key names are cut here (shape_setup sets it)
 
 
-def shape_setup(value_format, value_classes, is_value_key, set named_keys, remember_named, Py_ssize_t max_name,
-                redact, scanstring):
+def shape_setup(value_format, value_classes, is_value_key, Py_ssize_t max_name, redact, scanstring):
     """Wires the collector to enrich's classifiers and json's string
     unescaping (once, at import)."""
-    global _value_format, _value_classes, _is_value_key, _named_keys, _remember_named, _MAX_NAME, _redact
-    global _scanstring
+    global _value_format, _value_classes, _is_value_key, _MAX_NAME, _redact, _scanstring
     _value_format, _value_classes, _is_value_key, _redact = value_format, value_classes, is_value_key, redact
-    _scanstring = scanstring
-    _named_keys, _remember_named, _MAX_NAME = named_keys, remember_named, max_name
+    _MAX_NAME, _scanstring = max_name, scanstring
 
 
-# (type, sensitive classes) of a string leaf under key `name`. Short leaves
-# (enums, statuses, flags, ids) come back body after body: memoised, bounded;
-# the values stay inside the sensor.
-cdef tuple leaf_info(str text, name):
-    cdef tuple key = (text, name)
-    cdef PyObject* hit = PyDict_GetItem(_leaf_cache, key)
+# Types are bits of a node: the JSON types, then "string:<format>" as formats are met
+cdef dict _TYPE_BITS = {}
+cdef list _TYPE_NAMES = []
+
+cdef int type_index(str name) except -1:
+    index = _TYPE_BITS.get(name)
+    if index is None:
+        if len(_TYPE_NAMES) >= 64:
+            raise OverflowError("more than 64 value types")
+        index = _TYPE_BITS[name] = len(_TYPE_NAMES)
+        _TYPE_NAMES.append(name)
+    return index
+
+cdef int _OBJECT = type_index("object"), _ARRAY = type_index("array"), _BOOLEAN = type_index("boolean")
+cdef int _INTEGER = type_index("integer"), _NUMBER = type_index("number"), _NULL = type_index("null")
+
+
+# (type index, sensitive classes) of a string leaf, by the key `name` it sits
+# under, then by its text. Short leaves (enums, statuses, flags, ids) come back
+# body after body: memoised, bounded; the values stay inside the sensor.
+cdef dict _leaf_cache = {}
+cdef Py_ssize_t _leaf_count = 0
+cdef Py_ssize_t _LEAF_CACHE_MAX = 65536
+cdef Py_ssize_t _CACHED_LEAF_MAX = 64       # longer values are not kept
+
+
+cdef dict leaf_table(name):
+    cdef PyObject* table = PyDict_GetItem(_leaf_cache, name)
+    if table != NULL:
+        return <dict>table
+    fresh = _leaf_cache[name] = {}
+    return fresh
+
+
+cdef tuple leaf_info(dict table, str text, name):
+    global _leaf_count
+    cdef PyObject* hit = PyDict_GetItem(table, text)
     if hit != NULL:
         return <tuple>hit
     fmt = _value_format(text)
-    cdef tuple info = ("string:" + fmt if fmt else "string", _value_classes(text, name))
+    cdef tuple info = (type_index("string:" + fmt if fmt else "string"), _value_classes(text, name))
     if len(text) <= _CACHED_LEAF_MAX:
-        if len(_leaf_cache) >= _LEAF_CACHE_MAX:
+        if _leaf_count >= _LEAF_CACHE_MAX:
             _leaf_cache.clear()
-        _leaf_cache[key] = info
+            table.clear()
+            _leaf_cache[name] = table
+            _leaf_count = 0
+        table[text] = info
+        _leaf_count += 1
     return info
 
 
 cdef inline str join_path(str path, str label):
     return path + "." + label if path else label
+
+
+cdef struct Node:               # a key path of the JSON document being read
+    int32_t parent
+    int32_t link                # the next node in its hash bucket; -1: none
+    uint64_t hash
+    const unsigned char* key    # its key's bytes in the document; size: their length, or _ELEMENT...
+    Py_ssize_t size
+    uint64_t types              # bits: _TYPE_NAMES
+    bint value_key              # the key is data: its value is read under the parent's "{key}"
+    bint typed                  # a container here has a type (the root container has none)
+
+
+cdef struct Member:             # a member of an object being read
+    const unsigned char* key
+    Py_ssize_t size
+    Py_ssize_t value            # where its value starts
+    int32_t node
 
 
 cdef class ShapeCollector:
@@ -69,9 +122,36 @@ cdef class ShapeCollector:
     cdef public set limits
     cdef public int max_depth, max_paths, max_items
     cdef public dict examples       # path -> redacted example; None unless examples are kept
-    cdef const unsigned char* buf   # the JSON document json_bytes reads (held by its caller)
+    cdef public bint rpc            # a root member is named query, jsonrpc or extensions
+    # the JSON document json_bytes reads (held by its caller) and its key-path tree
+    cdef const unsigned char* buf
     cdef Py_ssize_t size, root      # its length; where its root value starts
-    cdef bint broken                # the document was cut short or broke off
+    cdef bint broken                # it was cut short or broke off
+    cdef Node* nodes
+    cdef Py_ssize_t n_nodes, max_nodes
+    cdef int32_t* buckets
+    cdef uint64_t mask              # buckets - 1
+    cdef list paths, names, leaves  # per node: key path, name values are classed by, leaf_table
+    cdef Member* members            # the members of the objects being read, innermost last
+    cdef Py_ssize_t n_members, max_members
+
+    def __cinit__(self, int max_depth, int max_paths, int max_items):
+        cdef Py_ssize_t buckets = 64
+        self.max_nodes = 4 * max_paths + 8
+        while buckets < 2 * self.max_nodes:
+            buckets *= 2
+        self.mask = buckets - 1
+        self.nodes = <Node*>malloc(self.max_nodes * sizeof(Node))
+        self.buckets = <int32_t*>malloc(buckets * sizeof(int32_t))
+        self.max_members = 64
+        self.members = <Member*>malloc(self.max_members * sizeof(Member))
+        if self.nodes == NULL or self.buckets == NULL or self.members == NULL:
+            raise MemoryError()
+
+    def __dealloc__(self):
+        free(self.nodes)
+        free(self.buckets)
+        free(self.members)
 
     def __init__(self, int max_depth, int max_paths, int max_items):
         self.types = {}
@@ -97,13 +177,17 @@ cdef class ShapeCollector:
             self.found[key] = (<object>n) + 1 if n != NULL else 1
 
     cpdef classify(self, str path, str text, name):
-        self.count(<tuple>leaf_info(text, name)[1], path)
+        self.count(<tuple>leaf_info(leaf_table(name), text, name)[1], path)
 
     cpdef string(self, str path, str text, name):
-        cdef tuple info = leaf_info(text, name)
-        self.add(path, <str>info[0])
-        self.count(<tuple>info[1], path)
-        if self.examples is not None and path not in self.examples and len(self.examples) < self.max_paths:
+        cdef tuple info = leaf_info(leaf_table(name), text, name)
+        self.add(path, <str>_TYPE_NAMES[<int>info[0]])
+        self.found_in(info, path, text, True)
+
+    cdef inline void found_in(self, tuple info, str path, str text, bint example) except *:
+        if info[1]:
+            self.count(<tuple>info[1], path)
+        if example and self.examples is not None and path not in self.examples and len(self.examples) < self.max_paths:
             self.examples[path] = _redact(text, info[1])
 
     cpdef items(self, sequence):
@@ -121,30 +205,102 @@ cdef class ShapeCollector:
 
     # -- JSON, read straight from the body's bytes
     #
-    # json.loads built an object per node for the walk to throw away, and a
-    # cut body needed a second, Python-level parse. Here each node is read
-    # where it lies: a container's members are first listed (keys and where
-    # their values start) because whether its keys are names or data depends
-    # on all of them; a cut or a syntax error ends the walk and the shape is
-    # that of what was read (a string cut short counts as a string, a number
-    # or literal cut short is dropped).
+    # A container's members are first listed (keys and where their values
+    # start) because whether its keys are names or data depends on all of
+    # them. A cut or a syntax error ends the walk and the shape is that of what
+    # was read: a string cut short counts as a string of unknown format, a
+    # number or literal cut short is dropped.
 
     cpdef bint json_bytes(self, bytes data, str path, name, int depth, bint members=False):
         """Walks the JSON document in UTF-8 `data` at key path `path`;
         members: only the members of a root object are read (its own type is
         not recorded). False when the document was cut short or broke off."""
+        cdef Py_ssize_t i, k, bit
+        cdef uint64_t types
         self.buf = data
         self.size = len(data)
         self.broken = False
-        cdef Py_ssize_t i = self.space(0)
-        self.root = i
+        self.n_nodes = self.n_members = 0
+        memset(self.buckets, 0xff, (self.mask + 1) * sizeof(int32_t))
+        self.paths, self.names, self.leaves = [], [], []
+        self.node(-1, NULL, _ROOT, path, name)
+        i = self.root = self.space(0)
         if members and i < self.size and self.buf[i] == b"{":
-            self.walk_object(i + 1, path, name, depth)
+            self.walk_object(i + 1, 0, depth)
         else:
-            self.walk(i, path, name, depth)
+            self.walk(i, 0, depth)
+        for k in range(self.n_nodes):               # types, once a path
+            types = self.nodes[k].types
+            bit = 0
+            while types:
+                if types & 1:
+                    self.add(<str>PyList_GET_ITEM(self.paths, k), <str>PyList_GET_ITEM(_TYPE_NAMES, bit))
+                types >>= 1
+                bit += 1
+        self.buf = NULL
         return not self.broken
 
-    cdef inline Py_ssize_t space(self, Py_ssize_t i):
+    cdef int32_t node(self, int32_t parent, const unsigned char* key, Py_ssize_t size, str path=None,
+                      name=None) except -2:
+        """The node of `key` under `parent`, made when new; -1 when there are
+        too many (the limit is flagged)."""
+        cdef uint64_t h = <uint64_t>(parent + 1) * 0x9e3779b97f4a7c15ULL ^ <uint64_t>size
+        cdef Py_ssize_t k
+        cdef int32_t n
+        cdef Node* nd
+        for k in range(size):
+            h = (h ^ key[k]) * 0x100000001b3ULL
+        n = self.buckets[h & self.mask]
+        while n >= 0:
+            nd = &self.nodes[n]
+            if nd.hash == h and nd.parent == parent and nd.size == size and (
+                    size < 0 or memcmp(nd.key, key, size) == 0):
+                return n
+            n = nd.link
+        if self.n_nodes >= self.max_nodes:
+            self.limits.add("paths")
+            return -1
+        n = <int32_t>self.n_nodes
+        nd = &self.nodes[n]
+        nd.parent, nd.key, nd.size, nd.hash, nd.types, nd.value_key = parent, key, size, h, 0, False
+        nd.link = self.buckets[h & self.mask]
+        if size >= 0:
+            name = self.text(key, size, memchr(key, b"\\", size) != NULL)
+            if name is None:
+                return -1
+            nd.value_key = _is_value_key(name)
+            path = join_path(<str>PyList_GET_ITEM(self.paths, parent), (<str>name)[:_MAX_NAME])
+        elif size != _ROOT:
+            name = <object>PyList_GET_ITEM(self.names, parent)
+            path = <str>PyList_GET_ITEM(self.paths, parent)
+            path = path + "[]" if size == _ELEMENT else join_path(path, "{key}")
+        nd.typed = len(path) > 0
+        self.buckets[h & self.mask] = n
+        self.n_nodes += 1
+        self.paths.append(path)
+        self.names.append(name)
+        self.leaves.append(None)
+        return n
+
+    cdef inline void type(self, int32_t node, int index) noexcept:
+        self.nodes[node].types |= (<uint64_t>1) << index
+
+    cdef int leaf(self, int32_t node, str text, bint string) except -1:
+        """Classes of a leaf value (or a map's key) at `node`; a string's type
+        and, when kept, its example too."""
+        table = <object>PyList_GET_ITEM(self.leaves, node)
+        name = <object>PyList_GET_ITEM(self.names, node)
+        if table is None:
+            table = leaf_table(name)
+            self.leaves[node] = table
+        cdef tuple info = leaf_info(<dict>table, text, name)
+        if string:
+            self.type(node, <int>info[0])
+        if info[1] or (string and self.examples is not None):
+            self.found_in(info, <str>PyList_GET_ITEM(self.paths, node), text, string)
+        return 0
+
+    cdef inline Py_ssize_t space(self, Py_ssize_t i) noexcept:
         cdef unsigned char c
         while i < self.size:
             c = self.buf[i]
@@ -153,11 +309,11 @@ cdef class ShapeCollector:
             i += 1
         return i
 
-    cdef inline Py_ssize_t fail(self, Py_ssize_t why):
+    cdef inline Py_ssize_t fail(self, Py_ssize_t why) noexcept:
         self.broken = True
         return why
 
-    cdef Py_ssize_t string_end(self, Py_ssize_t i, bint* escaped):
+    cdef Py_ssize_t string_end(self, Py_ssize_t i, bint* escaped) noexcept:
         """Index of the quote closing the string whose text starts at i; _CUT."""
         cdef const unsigned char* q
         cdef Py_ssize_t j, k, start = i
@@ -174,17 +330,16 @@ cdef class ShapeCollector:
                 return j
             i = j + 1
 
-    cdef object text(self, Py_ssize_t i, Py_ssize_t j, bint escaped):
-        """The str of a string token's text buf[i:j]; None when an escape is malformed."""
+    cdef object text(self, const unsigned char* s, Py_ssize_t n, bint escaped):
+        """The str of a string token's text; None when an escape is malformed."""
         if not escaped:
-            return PyUnicode_DecodeUTF8(<const char*>self.buf + i, j - i, "replace")
+            return PyUnicode_DecodeUTF8(<const char*>s, n, "replace")
         try:        # json's own unescaping, quotes included: \uD83D\uDE00 pairs, lone surrogates
-            return _scanstring(PyUnicode_DecodeUTF8(<const char*>self.buf + i - 1, j - i + 2, "replace"), 1,
-                               False)[0]
+            return _scanstring(PyUnicode_DecodeUTF8(<const char*>s - 1, n + 2, "replace"), 1, False)[0]
         except ValueError:
             return None
 
-    cdef Py_ssize_t skip(self, Py_ssize_t i):
+    cdef Py_ssize_t skip(self, Py_ssize_t i) noexcept:
         """End of the value at i, not read: _CUT or _BAD when there is none."""
         cdef Py_ssize_t nesting = 0
         cdef unsigned char c
@@ -214,23 +369,33 @@ cdef class ShapeCollector:
                 i += 1
                 continue
             else:
+                if not scalar_byte(c):
+                    return _BAD
                 while i < self.size and scalar_byte(self.buf[i]):
                     i += 1
                 if i >= self.size:
                     return _CUT
-                if not scalar_byte(c):
-                    return _BAD
             if nesting == 0:
                 return i
 
-    cdef Py_ssize_t literal(self, Py_ssize_t i, const char* word, Py_ssize_t n):
+    cdef Py_ssize_t literal(self, Py_ssize_t i, const char* word, Py_ssize_t n) noexcept:
         """End of `word` at i; _CUT when the data ends inside it."""
         cdef Py_ssize_t have = min(n, self.size - i)
         if memcmp(self.buf + i, word, have) != 0:
             return self.fail(_BAD)
         return i + n if have == n else self.fail(_CUT)
 
-    cdef Py_ssize_t number(self, Py_ssize_t i, str path, name):
+    cdef inline Py_ssize_t digits(self, Py_ssize_t j) noexcept:
+        """End of the run of one or more digits at j: _CUT, _BAD."""
+        if j >= self.size:
+            return _CUT
+        if not (b"0" <= self.buf[j] <= b"9"):
+            return _BAD
+        while j < self.size and b"0" <= self.buf[j] <= b"9":
+            j += 1
+        return j
+
+    cdef Py_ssize_t number(self, Py_ssize_t i, int32_t node) except? -3:
         cdef Py_ssize_t j = i
         cdef bint real = False
         if self.buf[j] == b"-":
@@ -238,8 +403,8 @@ cdef class ShapeCollector:
             if j < self.size and self.buf[j] == b"I":
                 j = self.literal(j, b"Infinity", 8)
                 if j >= 0:
-                    self.add(path, "number")
-                    self.classify(path, "-inf", name)
+                    self.type(node, _NUMBER)
+                    self.leaf(node, "-inf", False)
                 return j
         j = self.digits(j)
         if j >= 0 and j < self.size and self.buf[j] == b".":
@@ -255,25 +420,16 @@ cdef class ShapeCollector:
             return self.fail(_BAD)
         if j == _CUT or (j == self.size and i != self.root):
             return self.fail(_CUT)      # a number at the cut may be cut short
-        self.add(path, "number" if real else "integer")
-        self.classify(path, PyUnicode_DecodeLatin1(<const char*>self.buf + i, j - i, NULL), name)
+        self.type(node, _NUMBER if real else _INTEGER)
+        self.leaf(node, PyUnicode_DecodeLatin1(<const char*>self.buf + i, j - i, NULL), False)
         return j
 
-    cdef inline Py_ssize_t digits(self, Py_ssize_t j):
-        """End of the run of one or more digits at j: _CUT, _BAD."""
-        if j >= self.size:
-            return _CUT
-        if not (b"0" <= self.buf[j] <= b"9"):
-            return _BAD
-        while j < self.size and b"0" <= self.buf[j] <= b"9":
-            j += 1
-        return j
-
-    cdef Py_ssize_t walk(self, Py_ssize_t i, str path, name, int depth) except? -3:
-        """Reads the value at i; its end, or _CUT / _BAD."""
+    cdef Py_ssize_t walk(self, Py_ssize_t i, int32_t node, int depth) except? -3:
+        """Reads the value at i into `node`; its end, or _CUT / _BAD."""
         cdef unsigned char c, close
         cdef Py_ssize_t j
         cdef bint escaped
+        cdef int32_t element
         i = self.space(i)
         if i >= self.size:
             return self.fail(_CUT)
@@ -281,16 +437,16 @@ cdef class ShapeCollector:
         if c == b'"':
             j = self.string_end(i + 1, &escaped)
             if j < 0:
-                self.string(path, "", name)         # cut short: a string of unknown format
+                self.leaf(node, "", True)       # cut short: a string of unknown format
                 return self.fail(_CUT)
-            text = self.text(i + 1, j, escaped)
+            text = self.text(self.buf + i + 1, j - i - 1, escaped)
             if text is None:
                 return self.fail(_BAD)
-            self.string(path, <str>text, name)
+            self.leaf(node, <str>text, True)
             return j + 1
         if c == b"{" or c == b"[":
-            if path:                                # the root container has no path
-                self.add(path, "object" if c == b"{" else "array")
+            if self.nodes[node].typed:
+                self.type(node, _OBJECT if c == b"{" else _ARRAY)
             close = b"}" if c == b"{" else b"]"
             j = self.space(i + 1)
             if j >= self.size:
@@ -301,33 +457,34 @@ cdef class ShapeCollector:
                 j = self.skip(i)
                 return j if j >= 0 else self.fail(j)
             if c == b"{":
-                return self.walk_object(j, path, name, depth + 1)
-            return self.walk_array(j, path + "[]", name, depth + 1)
+                return self.walk_object(j, node, depth + 1)
+            element = self.node(node, NULL, _ELEMENT)
+            return self.walk_array(j, element, depth + 1) if element >= 0 else self.skip(i)
         if c == b"t" or c == b"f":
             j = self.literal(i, b"true", 4) if c == b"t" else self.literal(i, b"false", 5)
             if j >= 0:
-                self.add(path, "boolean")
+                self.type(node, _BOOLEAN)
             return j
         if c == b"n":
             j = self.literal(i, b"null", 4)
             if j >= 0:
-                self.add(path, "null")
+                self.type(node, _NULL)
             return j
         if c == b"N" or c == b"I":
             j = self.literal(i, b"NaN", 3) if c == b"N" else self.literal(i, b"Infinity", 8)
             if j >= 0:
-                self.add(path, "number")
-                self.classify(path, "nan" if c == b"N" else "inf", name)
+                self.type(node, _NUMBER)
+                self.leaf(node, "nan" if c == b"N" else "inf", False)
             return j
         if c == b"-" or b"0" <= c <= b"9":
-            return self.number(i, path, name)
+            return self.number(i, node)
         return self.fail(_BAD)
 
-    cdef Py_ssize_t walk_array(self, Py_ssize_t i, str element, name, int depth) except? -3:
+    cdef Py_ssize_t walk_array(self, Py_ssize_t i, int32_t element, int depth) except? -3:
         cdef Py_ssize_t count = 0
         while True:
             if count < self.max_items:
-                i = self.walk(i, element, name, depth)
+                i = self.walk(i, element, depth)
             else:
                 self.limits.add("items")
                 i = self.skip(i)
@@ -343,90 +500,107 @@ cdef class ShapeCollector:
                 return self.fail(_BAD)
             i += 1
 
-    cdef Py_ssize_t walk_object(self, Py_ssize_t i, str path, name, int depth) except? -3:
-        """Reads the members of the object whose first member is at i."""
-        cdef list keys = [], starts = []
-        cdef Py_ssize_t j, end = _CUT
+    cdef Py_ssize_t list_members(self, Py_ssize_t i) except? -3:
+        """Lists the members of the object whose first member is at i (at
+        most one more than max_paths); the object's end, or _CUT / _BAD."""
+        cdef Py_ssize_t j, start, listed = 0
         cdef bint escaped
-        # list the members: key, where its value starts
+        cdef Member* m
         while True:
             i = self.space(i)
             if i >= self.size:
-                break
+                return _CUT
             if self.buf[i] == b"}":
-                end = i + 1
-                break
+                return i + 1
             if self.buf[i] != b'"':
-                end = _BAD
-                break
-            j = self.string_end(i + 1, &escaped)
+                return _BAD
+            start = i + 1
+            j = self.string_end(start, &escaped)
             if j < 0:
-                break                               # a key cut short
-            key = self.text(i + 1, j, escaped)
+                return _CUT                         # a key cut short
             i = self.space(j + 1)
-            if key is None or (i < self.size and self.buf[i] != b":"):
-                end = _BAD
-                break
+            if i >= self.size:
+                return _CUT
+            if self.buf[i] != b":":
+                return _BAD
             i = self.space(i + 1)
             if i >= self.size:
-                break                               # a key without its value
-            if len(keys) <= self.max_paths:         # one more than is read flags the limit
-                keys.append(key)
-                starts.append(i)
+                return _CUT                         # a key without its value
+            if listed <= self.max_paths:            # one more than is read flags the limit
+                if self.n_members == self.max_members:
+                    self.max_members *= 2
+                    m = <Member*>realloc(self.members, self.max_members * sizeof(Member))
+                    if m == NULL:
+                        raise MemoryError()
+                    self.members = m
+                m = &self.members[self.n_members]
+                m.key, m.size, m.value = self.buf + start, j - start, i
+                self.n_members += 1
+                listed += 1
             i = self.skip(i)
             if i < 0:
-                end = i
-                break
+                return i
             i = self.space(i)
             if i >= self.size:
-                break
+                return _CUT
             if self.buf[i] == b",":
                 i += 1
             elif self.buf[i] == b"}":
-                end = i + 1
-                break
+                return i + 1
             else:
-                end = _BAD
-                break
+                return _BAD
+
+    cdef Py_ssize_t walk_object(self, Py_ssize_t i, int32_t parent, int depth) except? -3:
+        """Reads the members of the object whose first member is at i, each
+        under its key, or under "{key}" when keys are data (ids, emails,
+        dates: a map, when half of them are); its end, or _CUT / _BAD."""
+        cdef Py_ssize_t base = self.n_members, n, k, values = 0, read = 0
+        cdef Py_ssize_t end = self.list_members(i)
+        cdef int32_t nd, mapped
+        cdef bint every
         if end < 0:
             self.broken = True
-        cdef tuple names = tuple(keys)
-        cdef dict at
-        cdef bint named = names in _named_keys     # seen before, all keys names (and none twice)
-        if not named:
-            at = dict(zip(keys, starts))            # a repeated key: its last value, as json.loads
-            if len(at) != len(keys):
-                names = tuple(at)
-                starts = list(at.values())
-        self.members(names, starts, path, name, depth, named)
+        n = self.n_members - base
+        if n > self.max_paths:                      # more keys than paths kept: the rest is not read
+            n = self.max_paths
+            self.limits.add("paths")
+        for k in range(base, base + n):
+            nd = self.members[k].node = self.node(parent, self.members[k].key, self.members[k].size)
+            if nd >= 0 and self.nodes[nd].value_key:
+                values += 1
+        if parent == 0 or (self.nodes[parent].size == _ELEMENT and self.nodes[parent].parent == 0):
+            self.rpc = self.rpc or self.rpc_members(base, n)
+        if values == 0:
+            for k in range(base, base + n):
+                if self.members[k].node >= 0:
+                    self.walk(self.members[k].value, self.members[k].node, depth)
+        else:
+            every = 2 * values >= n
+            if not every:
+                for k in range(base, base + n):
+                    nd = self.members[k].node
+                    if nd >= 0 and not self.nodes[nd].value_key:
+                        self.walk(self.members[k].value, nd, depth)
+            mapped = self.node(parent, NULL, _MAPPED)
+            for k in range(base, base + n):
+                nd = self.members[k].node
+                if mapped < 0 or nd < 0 or not (every or self.nodes[nd].value_key):
+                    continue
+                if read == self.max_items:
+                    self.limits.add("items")
+                    break
+                read += 1
+                self.leaf(mapped, <str>PyList_GET_ITEM(self.names, nd), False)     # a key that is data
+                self.walk(self.members[k].value, mapped, depth)
+        self.n_members = base
         return end
 
-    cdef members(self, tuple keys, list starts, str path, name, int depth, bint named):
-        """Walks an object's values, each under its key's label: the key, or
-        "{key}" for keys that are data (ids, emails, dates: a map)."""
-        cdef list value_keys = None
-        cdef str prefix, mapped
-        cdef Py_ssize_t k
-        if len(keys) > self.max_paths:          # more keys than paths kept: the rest is not read
-            keys = keys[:self.max_paths]
-            self.limits.add("paths")
-            named = keys in _named_keys
-        if not named:
-            value_keys = [k for k in range(len(keys)) if _is_value_key(keys[k])]
-        if not value_keys:
-            if value_keys is not None:
-                _remember_named(keys)
-            prefix = path + "." if path else ""
-            for k in range(len(keys)):
-                self.walk(starts[k], prefix + (<str>keys[k])[:_MAX_NAME], keys[k], depth)
-            return
-        mapped = join_path(path, "{key}")
-        if 2 * len(value_keys) >= len(keys):
-            value_keys = list(range(len(keys)))      # a map: none of its keys is a name
-        else:
-            for k in range(len(keys)):
-                if not _is_value_key(keys[k]):
-                    self.walk(starts[k], join_path(path, (<str>keys[k])[:_MAX_NAME]), keys[k], depth)
-        for k in self.items(value_keys):
-            self.classify(mapped, keys[k], name)
-            self.walk(starts[k], mapped, name, depth)
+    cdef bint rpc_members(self, Py_ssize_t base, Py_ssize_t n) noexcept:
+        """A root member named as GraphQL and JSON-RPC requests name theirs."""
+        cdef Member* m
+        for k in range(base, base + n):
+            m = &self.members[k]
+            if ((m.size == 5 and memcmp(m.key, b"query", 5) == 0) or (m.size == 7 and memcmp(m.key, b"jsonrpc", 7) == 0)
+                    or (m.size == 10 and memcmp(m.key, b"extensions", 10) == 0)):
+                return True
+        return False

@@ -93,6 +93,37 @@ def test_value_classes_become_findings_with_paths_and_counts():
     assert s.fields["customers[].card"] == "string|string:integer"
 
 
+def test_json_read_from_bytes_as_json_reads_it():
+    # escapes in keys and strings, surrogate pairs, non-ASCII, NaN and infinities, exponents
+    body = (b'{"na\\u006de": "Ann \\"A\\"", "mail": "ann\\u0040example.com", "emoji": "\\ud83d\\ude00",'
+            b' "caf\xc3\xa9": "cr\xc3\xa8me", "n": NaN, "i": -Infinity, "e": 1e5, "z": -0, "l": [true, false, null]}')
+    assert json.loads(body)     # the same document json reads
+    assert fields(body) == {"name": "string", "mail": "string:email", "emoji": "string", "caf\u00e9": "string",
+                            "n": "number", "i": "number", "e": "number", "z": "integer", "l": "array",
+                            "l[]": "boolean|null"}
+    assert shape(body).findings == [("email", "mail", 1)]
+
+
+def test_json_repeated_keys_and_bad_bytes():
+    # a repeated key: both its values are seen (json.loads would keep the last)
+    assert fields(b'{"a": 1, "b": 2, "a": "x"}') == {"a": "integer|string", "b": "integer"}
+    # invalid UTF-8 is read as with errors="replace"; a broken escape ends the walk there
+    assert fields(b'{"ab": "x\xfey", "cd": 1, "\xff": 1}') == {"ab": "string", "cd": "integer", "{key}": "integer"}
+    s = shape(b'{"a": 1, "b": "\\u12", "c": 3}')
+    assert s.fields == {"a": "integer", "c": "integer"} and s.truncated
+    # a map's keys are classified under the map's own key, its values too
+    s = shape({"contacts": {"a@example.com": "x", "b@example.com": "y"}})
+    assert s.fields == {"contacts": "object", "contacts.{key}": "string"}
+    assert s.findings == [("email", "contacts.{key}", 2)]
+
+
+def test_json_garbage_between_members_keeps_what_was_read():
+    s = shape(b'{"b": {"c": "d"}, "a": [1, 2 x], "e": 3}')
+    assert s.truncated and s.fields == {"b": "object", "b.c": "string", "a": "array", "a[]": "integer"}
+    assert shape(b'{"a": tru}').fields == {} and shape(b'{"a": 12').fields == {}
+    assert shape(b'12').fields == {"": "integer"} and shape(b'[12').fields == {}
+
+
 # -- truncated prefixes
 
 FULL_DOCUMENT = {

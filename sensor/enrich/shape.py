@@ -84,8 +84,6 @@ _CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # the size of what they keep
 _VALUE_KEY_CACHE_MAX = 16384
 _CACHED_KEY_MAX = 256
-_NAMED_KEYS_MAX = 4096
-_NAMED_KEYS_CHARS = 2048
 _value_key_cache = {}
 
 
@@ -107,18 +105,6 @@ def _is_value_key(key):
     return verdict
 
 
-# key tuples of objects all of whose keys are names: objects of one kind
-# come back with the same keys, array elements above all
-_named_keys = set()
-
-
-def _remember_named(keys):
-    if sum(map(len, keys)) <= _NAMED_KEYS_CHARS:
-        if len(_named_keys) >= _NAMED_KEYS_MAX:
-            _named_keys.clear()
-        _named_keys.add(keys)
-
-
 def _label(key):
     """A key as a path component: cut to length, "{key}" when it is data."""
     return "{key}" if _is_value_key(key) else key[:_MAX_NAME]
@@ -129,7 +115,7 @@ def _join(path, label):
 
 
 # the walk itself is Cython (ext/shape.pxi); what a value or a key is, is told here
-shape_setup(value_format, value_classes, _is_value_key, _named_keys, _remember_named, _MAX_NAME, redact, scanstring)
+shape_setup(value_format, value_classes, _is_value_key, _MAX_NAME, redact, scanstring)
 
 
 def _fingerprint(kind, fields):
@@ -428,17 +414,20 @@ def _jsonrpc(doc):
 
 def _read_json(data, params, col, truncated):
     data = _utf8(data)
-    doc = None
-    if b'"query"' in data or b'"persistedQuery"' in data or b'"jsonrpc"' in data:
-        try:        # GraphQL or JSON-RPC, perhaps: they are told apart on the whole document
+    complete = col.json_bytes(data, "", None, 0)
+    operation = None
+    if col.rpc:     # GraphQL or JSON-RPC, perhaps: they are told apart on the whole document
+        try:
             doc = json.loads(data)
         except (ValueError, RecursionError):
-            pass
-        operation = _graphql_requests(doc, col)
+            doc = None
+        graphql = ShapeCollector(col.max_depth, col.max_paths, col.max_items)
+        graphql.examples = {} if col.examples is not None else None
+        operation = _graphql_requests(doc, graphql)
         if operation is not None:
-            return Shape("graphql", col, truncated, operation)
-    complete = col.json_bytes(data, "", None, 0)
-    return Shape("json", col, truncated or not complete, _jsonrpc(doc))
+            return Shape("graphql", graphql, truncated, operation)
+        operation = _jsonrpc(doc)
+    return Shape("json", col, truncated or not complete, operation)
 
 
 def _read_ndjson(data, params, col, truncated):
