@@ -13,7 +13,6 @@ The route learner needs evidence before it collapses a slug position
 held back, at most `hold` transactions or `hold_seconds` of packet time,
 then written with the best template known by then.
 """
-from _blake2 import blake2b      # hashlib's import pulls in OpenSSL: ~4 ms of start-up
 from collections import deque
 import json
 import re
@@ -33,6 +32,7 @@ _SEGMENT_CACHE_MAX = 65536
 _PATH_CACHE_MAX = 65536
 _OBSERVE_ENOUGH = 32         # > the route learner's settle count (10)
 _SHAPE_CACHE_MAX = 4096      # bodies whose shape is remembered by content
+_SHAPE_CACHE_BYTES = 16 << 20    # and the bytes of them kept to tell them
 
 
 _FLAG_NAME = re.compile(r"[A-Za-z][A-Za-z_.-]{0,31}\Z")
@@ -98,7 +98,8 @@ class Enricher:
         self.segment_classes = {}   # path segment -> its sensitive classes
         self.path_found = {}        # path -> [(classes, segment index)] of its segments
         self.paths_seen = {}        # (host, path) -> times told to the route learner
-        self.shapes = {}            # body digest, media type, coding, truncated -> (shape, flags)
+        self.shapes = {}            # body bytes, media type, coding, truncated -> (shape, flags)
+        self.shape_bytes = 0        # the bytes of the bodies in self.shapes
         self.counters = {"bodies_shaped": 0, "bodies_undecodable": 0, "decompression_limits": 0,
                          "shape_cache_hits": 0,
                          "records_held": 0}
@@ -257,11 +258,15 @@ class Enricher:
     def body(self, t, side, data, ctype, coding):
         truncated = bool(t.flags & _FLAG["request_body_truncated" if side == 0 else "response_body_truncated"])
         # APIs send the same bytes again and again (static JSON, list pages,
-        # polling): the same bytes have the same shape, decoded once
-        key = (blake2b(data, digest_size=16).digest(), ctype, coding, truncated)
+        # polling): the same bytes have the same shape, decoded once. The
+        # bytes themselves are the key (hashed by Python at GB/s, compared
+        # when the hash matches), within a budget of bytes kept.
+        key = (data, ctype, coding, truncated)
         hit = self.shapes.get(key)
         if hit is None:
-            if len(self.shapes) >= _SHAPE_CACHE_MAX:
+            self.shape_bytes += len(data)
+            while self.shapes and (self.shape_bytes > _SHAPE_CACHE_BYTES or len(self.shapes) >= _SHAPE_CACHE_MAX):
+                self.shape_bytes -= len(next(iter(self.shapes))[0])
                 del self.shapes[next(iter(self.shapes))]
             hit = self.shapes[key] = self.shape_of(data, ctype, coding, truncated)
         else:
