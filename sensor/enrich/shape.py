@@ -119,10 +119,8 @@ shape_setup(value_format, value_classes, _is_value_key, _MAX_NAME, redact, scans
 
 
 def _fingerprint(kind, fields):
-    digest = blake2b(kind.encode(), digest_size=8)
-    for path, typ in fields:
-        digest.update(b"\0%s\1%s" % (path.encode(), typ.encode()))
-    return digest.hexdigest()
+    return blake2b(kind.encode() + "".join(["\0%s\1%s" % field for field in fields]).encode(),
+                   digest_size=8).hexdigest()
 
 
 class Shape:
@@ -134,7 +132,8 @@ class Shape:
     def __init__(self, kind, collector, truncated=False, operation=None, compressed=False):
         self.kind = kind
         self.examples = collector.examples
-        pairs = sorted((path, "|".join(sorted(types))) for path, types in collector.types.items())
+        pairs = sorted([(path, "|".join(sorted(types)) if len(types) > 1 else next(iter(types)))
+                        for path, types in collector.types.items()])
         self.fields = dict(pairs)
         self.fingerprint = _fingerprint(kind, pairs)
         self.findings = [(cls, path, count) for (cls, path), count in sorted(collector.found.items())]
