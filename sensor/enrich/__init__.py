@@ -33,7 +33,7 @@ _SEGMENT_CACHE_MAX = 65536
 _PATH_CACHE_MAX = 65536
 _SHAPE_CACHE_MAX = 4096      # bodies whose shape is remembered by content
 _ROUTE_CACHE_MAX = 4096      # resolutions whose record entries are remembered
-_QUERY_CACHE_MAX = 1024      # query strings whose parameters are remembered ...
+_QUERY_CACHE_MAX = 1024      # query strings, and parameters, whose findings are remembered ...
 _QUERY_CACHED_MAX = 256      # ... when no longer than this
 _FIELD_CACHE_MAX = 4096      # header field and cookie values whose classes are remembered ...
 _FIELD_CACHED_MAX = 256      # ... when no longer than this
@@ -42,15 +42,12 @@ _FIELD_CACHED_MAX = 256      # ... when no longer than this
 _FLAG_NAME = re.compile(r"[A-Za-z][A-Za-z_.-]{0,31}\Z")
 
 
-def query_params(query):
-    """(name, value) pairs of a query string, percent-decoded; value None for
-    a bare token without "=" (`?debug`, or a value sent alone: `?a1b2c3`)."""
-    pairs = []
-    for part in query.split("&"):
-        if part:
-            name, eq, value = part.partition("=")
-            pairs.append((unquote_plus(name), unquote_plus(value) if eq else None))
-    return pairs
+def query_pair(part):
+    """(name, value) of one parameter of a query string, percent-decoded;
+    value None for a bare token without "=" (`?debug`, or a value sent
+    alone: `?a1b2c3`)."""
+    name, eq, value = part.partition("=")
+    return unquote_plus(name), unquote_plus(value) if eq else None
 
 
 def query_label(name, value):
@@ -109,6 +106,7 @@ class Enricher:
         self.segment_classes = {}   # path segment -> its sensitive classes
         self.path_found = {}        # path -> [(classes, segment index)] of its segments
         self.queries = {}           # query string -> (pairs, record entries, (classes, label) found)
+        self.query_params = {}      # query parameter as sent -> what it adds (query_param)
         self.route_entries = {}     # route learner's Resolution -> its record entries
         self.field_cache = {}       # (field or cookie value, its name) -> sensitive classes
         self.shapes = {}            # body digest, media type, coding, truncated -> (shape, flags)
@@ -302,27 +300,49 @@ class Enricher:
         got = self.queries.get(query)
         if got is not None:
             return got
-        pairs = query_params(query)
-        formats, examples, findings = {}, {}, []
-        for name, value in pairs:
-            label = query_label(name, value)
-            if value is None:           # a bare token: a flag, or a value sent alone
-                value = "" if label == name else name
-            elif label != name:         # a name that is data: classed, not shown
-                findings.append((value_classes(name), label))
-            formats[label] = value_format(value) or "string" if value else "empty"
-            classes = value_classes(value, name)
-            findings.append((classes, label))
-            if self.keep_examples:
-                examples[label] = redact(value, classes)
+        pairs, formats, examples, findings = [], {}, {}, []
+        for part in query.split("&"):
+            if part:
+                pair, label, value_type, found, example = self.query_param(part)
+                pairs.append(pair)
+                formats[label] = value_type
+                findings += found
+                if example is not None:
+                    examples[label] = example
         entries = [("url.query.keys", list(formats)), ("sensor.query", formats)]
         if examples:
             entries.append(("sensor.examples.query", examples))
-        got = pairs, entries, [(classes, label) for classes, label in findings if classes]
+        got = pairs, entries, findings
         if len(query) <= _QUERY_CACHED_MAX:
             if len(self.queries) >= _QUERY_CACHE_MAX:
                 self.queries.clear()
             self.queries[query] = got
+        return got
+
+    def query_param(self, part):
+        """What one query parameter (`name=value` as sent) adds: its (name,
+        value) pair, label, format, (classes, label) findings and redacted
+        example (None without examples); remembered, as the same parameters
+        come in other query strings (pages, sort orders, field lists)."""
+        got = self.query_params.get(part)
+        if got is not None:
+            return got
+        name, value = pair = query_pair(part)
+        label = query_label(name, value)
+        findings = []
+        if value is None:           # a bare token: a flag, or a value sent alone
+            value = "" if label == name else name
+        elif label != name:         # a name that is data: classed, not shown
+            findings.append((value_classes(name), label))
+        classes = value_classes(value, name)
+        findings.append((classes, label))
+        got = (pair, label, value_format(value) or "string" if value else "empty",
+               [(found, label) for found, label in findings if found],
+               redact(value, classes) if self.keep_examples else None)
+        if len(part) <= _QUERY_CACHED_MAX:
+            if len(self.query_params) >= _QUERY_CACHE_MAX:
+                self.query_params.clear()
+            self.query_params[part] = got
         return got
 
     def request_fields(self, fields, found):
