@@ -30,23 +30,24 @@ from .shape import body_shape
 _FLAG = {name: 1 << i for i, name in enumerate(FLAG_NAMES)}
 _SEGMENT_CACHE_MAX = 65536
 _PATH_CACHE_MAX = 65536
-_OBSERVE_ENOUGH = 32         # > the route learner's settle count (10)
 _SHAPE_CACHE_MAX = 4096      # bodies whose shape is remembered by content
 _SHAPE_CACHE_BYTES = 16 << 20    # and the bytes of them kept to tell them
+_ROUTE_CACHE_MAX = 4096      # resolutions whose record entries are remembered
+_QUERY_CACHE_MAX = 1024      # query strings, and parameters, whose findings are remembered ...
+_QUERY_CACHED_MAX = 256      # ... when no longer than this
+_FIELD_CACHE_MAX = 4096      # header field and cookie values whose classes are remembered ...
+_FIELD_CACHED_MAX = 256      # ... when no longer than this
 
 
 _FLAG_NAME = re.compile(r"[A-Za-z][A-Za-z_.-]{0,31}\Z")
 
 
-def query_params(query):
-    """(name, value) pairs of a query string, percent-decoded; value None for
-    a bare token without "=" (`?debug`, or a value sent alone: `?a1b2c3`)."""
-    pairs = []
-    for part in query.split("&"):
-        if part:
-            name, eq, value = part.partition("=")
-            pairs.append((unquote_plus(name), unquote_plus(value) if eq else None))
-    return pairs
+def query_pair(part):
+    """(name, value) of one parameter of a query string, percent-decoded;
+    value None for a bare token without "=" (`?debug`, or a value sent
+    alone: `?a1b2c3`)."""
+    name, eq, value = part.partition("=")
+    return unquote_plus(name), unquote_plus(value) if eq else None
 
 
 def query_label(name, value):
@@ -77,6 +78,13 @@ def query_graphql(pairs):
     return json.dumps(body).encode()
 
 
+def _add(found, classes, where, name):
+    """Counts each of `classes` as found in `where` under `name`."""
+    for c in classes:
+        key = (c, where, name)
+        found[key] = found.get(key, 0) + 1
+
+
 def _cookies(value):
     for part in value.split(";"):
         name, eq, v = part.strip().partition("=")
@@ -97,7 +105,10 @@ class Enricher:
         self.held = deque()         # (txn, host, path, when held: monotonic s) whose route may still change
         self.segment_classes = {}   # path segment -> its sensitive classes
         self.path_found = {}        # path -> [(classes, segment index)] of its segments
-        self.paths_seen = {}        # (host, path) -> times told to the route learner
+        self.queries = {}           # query string -> (pairs, record entries, (classes, label) found)
+        self.query_params = {}      # query parameter as sent -> what it adds (query_param)
+        self.route_entries = {}     # route learner's Resolution -> its record entries
+        self.field_cache = {}       # (field or cookie value, its name) -> sensitive classes
         self.shapes = {}            # body bytes, media type, coding, truncated -> (shape, flags)
         self.shape_bytes = 0        # the bytes of the bodies in self.shapes
         self.counters = {"bodies_shaped": 0, "bodies_undecodable": 0, "decompression_limits": 0,
@@ -108,17 +119,18 @@ class Enricher:
 
     def process(self, txns):
         out = []
+        learn = self.routes.learn
         for t in txns:
-            if type(t) is not Txn:
-                out.append(t)
-                continue
-            host, path = self.enrich(t)
-            if path is not None and not self.routes.resolve(host, path).settled:
-                self.held.append((t, host, path, time.monotonic()))
-                self.counters["records_held"] += 1
-            else:
-                self.finish(t, host, path)
-                out.append(t)
+            if type(t) is Txn:
+                host, path = self.enrich(t)
+                if path is not None:
+                    r = learn(host, path)
+                    if not r.settled:
+                        self.held.append((t, host, path, time.monotonic()))
+                        self.counters["records_held"] += 1
+                        continue
+                    self.finish(t, path, r)
+            out.append(t)
         if self.held:
             self.release(out, txns)
         return out
@@ -127,7 +139,7 @@ class Enricher:
         out = []
         while self.held:
             t, host, path, _ = self.held.popleft()
-            self.finish(t, host, path)
+            self.finish(t, path, self.routes.resolve(host, path))
             out.append(t)
         return out
 
@@ -141,10 +153,10 @@ class Enricher:
         over = len(self.held) - self.hold
         for item in self.held:
             t, host, path, since = item
-            if (over > 0 or now - t.req_start > self.hold_ns or since < wall
-                    or self.routes.resolve(host, path).settled):
+            r = self.routes.resolve(host, path)
+            if over > 0 or now - t.req_start > self.hold_ns or since < wall or r.settled:
                 over -= 1
-                self.finish(t, host, path)
+                self.finish(t, path, r)
                 out.append(t)
             else:
                 keep.append(item)
@@ -152,74 +164,50 @@ class Enricher:
 
     # -- per transaction
 
-    def finish(self, t, host, path):
-        if path is not None:
-            r = self.routes.resolve(host, path)
-            t.extra += [("url.path", r.masked), ("http.route", r.route),
-                        ("sensor.route.confidence", round(r.confidence, 2))]
-            if self.keep_examples:
-                segments = [s for s in path.split("/") if s]
-                masked = [s for s in r.masked.split("/") if s]
-                if len(segments) == len(masked):
-                    params = {m: redact(unquote(s), value_classes(unquote(s)))
-                              for s, m in zip(segments, masked) if m.startswith("{") and m != s}
-                    if params:
-                        t.extra.append(("sensor.examples.path", params))
+    def finish(self, t, path, r):
+        """Adds the route entries: r, the route learner's resolution of path."""
+        entries = self.route_entries.get(r)
+        if entries is None:         # round() alone costs more than the look-up
+            if len(self.route_entries) >= _ROUTE_CACHE_MAX:
+                self.route_entries.clear()
+            entries = self.route_entries[r] = (("url.path", r.masked), ("http.route", r.route),
+                                               ("sensor.route.confidence", round(r.confidence, 2)))
+        t.extra += entries
+        if self.keep_examples:
+            segments = [s for s in path.split("/") if s]
+            masked = [s for s in r.masked.split("/") if s]
+            if len(segments) == len(masked):
+                params = {m: redact(unquote(s), value_classes(unquote(s)))
+                          for s, m in zip(segments, masked) if m.startswith("{") and m != s}
+                if params:
+                    t.extra.append(("sensor.examples.path", params))
 
     def enrich(self, t):
         """Fills t.extra with everything but the route; returns (host, path)
         for the route learner (path None when there is no request path)."""
         extra = t.extra = []
         found = {}          # (class, where, name) -> count
-
-        def add(classes, where, name):
-            for c in classes:
-                key = (c, where, name)
-                found[key] = found.get(key, 0) + 1
-
         host = path = None
-        query_pairs, cookies, fields = [], [], t.req_fields or []
+        query_pairs = cookies = ()
+        fields = t.req_fields or ()
         if t.method is not None:
             path, query = split_target(t.target)
             if path is not None:
                 host = (t.host or t.server_addr or "").lower()
-                self.path_seen(host, path)
-                self.path_classes(path, add)
+                findings = self.path_found.get(path)
+                for classes, index in self.path_classes(path) if findings is None else findings:
+                    _add(found, classes, "path", index)
             if query:
-                query_pairs = query_params(query)
-                formats, examples = {}, {}
-                for name, value in query_pairs:
-                    label = query_label(name, value)
-                    if value is None:           # a bare token: a flag, or a value sent alone
-                        value = "" if label == name else name
-                    elif label != name:         # a name that is data: classed, not shown
-                        add(value_classes(name), "query", label)
-                    formats[label] = value_format(value) or "string" if value else "empty"
-                    classes = value_classes(value, name)
-                    add(classes, "query", label)
-                    if self.keep_examples:
-                        examples[label] = redact(value, classes)
-                extra.append(("url.query.keys", list(formats)))
-                extra.append(("sensor.query", formats))
-                if examples:
-                    extra.append(("sensor.examples.query", examples))
-            for name, value in fields:
-                if name == "cookie":
-                    for cname, cvalue in _cookies(value):
-                        cookies.append((cname, cvalue))
-                        add(value_classes(cvalue, cname), "cookie", cname)
-                elif name in ("authorization", "proxy-authorization"):
-                    add(credential_classes(value), "request.header", name)
-                else:
-                    add(value_classes(value, name), "request.header", name)
+                query_pairs, entries, findings = self.query(query)
+                extra += entries
+                for classes, label in findings:
+                    _add(found, classes, "query", label)
+            if fields:
+                cookies = self.request_fields(fields, found)
             extra.append(("sensor.auth", auth_scheme(fields, query_pairs, cookies)))
-        for name, value in t.resp_fields or ():
-            if name == "set-cookie":
-                for cname, cvalue in list(_cookies(value))[:1]:    # the rest are attributes
-                    add(value_classes(cvalue, cname) or (("secret",) if is_session_cookie(cname) else ()),
-                        "cookie", cname)
-            else:
-                add(value_classes(value, name), "response.header", name)
+        resp_fields = t.resp_fields
+        if resp_fields:
+            self.response_fields(resp_fields, found)
         operation = None
         graphql = query_graphql(query_pairs) if t.method == "GET" else None
         if graphql is not None:     # a GraphQL GET: its query parameters read as the request body would
@@ -291,35 +279,111 @@ class Enricher:
             self.counters["bodies_shaped"] += 1
         return shape, flag
 
-    def path_seen(self, host, path):
-        """Tells the route learner of a request path, but no more than it
-        needs: past _OBSERVE_ENOUGH times the same path changes nothing it
-        decides by (its counts only matter up to the settle count)."""
-        key = (host, path)
-        n = self.paths_seen.get(key, 0)
-        if n < _OBSERVE_ENOUGH:
-            self.routes.observe(host, path)
-            if len(self.paths_seen) >= _PATH_CACHE_MAX:
-                self.paths_seen.clear()
-            self.paths_seen[key] = n + 1
+    def path_classes(self, path):
+        """(classes, segment index) of the classed segments of a path, remembered."""
+        cache = self.segment_classes
+        findings = []
+        for i, seg in enumerate(path.split("/")[1:]):
+            if not seg:
+                continue
+            classes = cache.get(seg)
+            if classes is None:
+                if len(cache) >= _SEGMENT_CACHE_MAX:
+                    cache.clear()
+                classes = cache[seg] = value_classes(unquote(seg))
+            if classes:
+                findings.append((classes, str(i)))
+        if len(self.path_found) >= _PATH_CACHE_MAX:
+            self.path_found.clear()
+        self.path_found[path] = findings
+        return findings
 
-    def path_classes(self, path, add):
-        found = self.path_found.get(path)
-        if found is None:
-            cache = self.segment_classes
-            found = []
-            for i, seg in enumerate(path.split("/")[1:]):
-                if not seg:
-                    continue
-                classes = cache.get(seg)
-                if classes is None:
-                    if len(cache) >= _SEGMENT_CACHE_MAX:
-                        cache.clear()
-                    classes = cache[seg] = value_classes(unquote(seg))
-                if classes:
-                    found.append((classes, str(i)))
-            if len(self.path_found) >= _PATH_CACHE_MAX:
-                self.path_found.clear()
-            self.path_found[path] = found
-        for classes, index in found:
-            add(classes, "path", index)
+    def query(self, query):
+        """(name, value) pairs of a query string, its record entries and
+        (classes, label) of its parameters; remembered, as the same query
+        strings come again (field lists, filters, pages)."""
+        got = self.queries.get(query)
+        if got is not None:
+            return got
+        pairs, formats, examples, findings = [], {}, {}, []
+        for part in query.split("&"):
+            if part:
+                pair, label, value_type, found, example = self.query_param(part)
+                pairs.append(pair)
+                formats[label] = value_type
+                findings += found
+                if example is not None:
+                    examples[label] = example
+        entries = [("url.query.keys", list(formats)), ("sensor.query", formats)]
+        if examples:
+            entries.append(("sensor.examples.query", examples))
+        got = pairs, entries, findings
+        if len(query) <= _QUERY_CACHED_MAX:
+            if len(self.queries) >= _QUERY_CACHE_MAX:
+                self.queries.clear()
+            self.queries[query] = got
+        return got
+
+    def query_param(self, part):
+        """What one query parameter (`name=value` as sent) adds: its (name,
+        value) pair, label, format, (classes, label) findings and redacted
+        example (None without examples); remembered, as the same parameters
+        come in other query strings (pages, sort orders, field lists)."""
+        got = self.query_params.get(part)
+        if got is not None:
+            return got
+        name, value = pair = query_pair(part)
+        label = query_label(name, value)
+        findings = []
+        if value is None:           # a bare token: a flag, or a value sent alone
+            value = "" if label == name else name
+        elif label != name:         # a name that is data: classed, not shown
+            findings.append((value_classes(name), label))
+        classes = value_classes(value, name)
+        findings.append((classes, label))
+        got = (pair, label, value_format(value) or "string" if value else "empty",
+               [(found, label) for found, label in findings if found],
+               redact(value, classes) if self.keep_examples else None)
+        if len(part) <= _QUERY_CACHED_MAX:
+            if len(self.query_params) >= _QUERY_CACHE_MAX:
+                self.query_params.clear()
+            self.query_params[part] = got
+        return got
+
+    def request_fields(self, fields, found):
+        """Classes the kept request header fields and cookies into `found`;
+        returns the cookies, (name, value) pairs."""
+        cookies = []
+        for name, value in fields:
+            if name == "cookie":
+                for cname, cvalue in _cookies(value):
+                    cookies.append((cname, cvalue))
+                    _add(found, self.field_classes(cvalue, cname), "cookie", cname)
+            elif name in ("authorization", "proxy-authorization"):
+                _add(found, credential_classes(value), "request.header", name)
+            else:
+                _add(found, self.field_classes(value, name), "request.header", name)
+        return cookies
+
+    def response_fields(self, fields, found):
+        """Classes the kept response header fields and the cookies they set into `found`."""
+        for name, value in fields:
+            if name == "set-cookie":
+                for cname, cvalue in list(_cookies(value))[:1]:    # the rest are attributes
+                    _add(found, self.field_classes(cvalue, cname) or (("secret",) if is_session_cookie(cname) else ()),
+                         "cookie", cname)
+            else:
+                _add(found, self.field_classes(value, name), "response.header", name)
+
+    def field_classes(self, value, name):
+        """value_classes of a header field or cookie, remembered: their values
+        come again (a client's session, x-frame-options, ...)."""
+        key = value, name
+        classes = self.field_cache.get(key)
+        if classes is None:
+            classes = value_classes(value, name)
+            if len(value) <= _FIELD_CACHED_MAX:
+                if len(self.field_cache) >= _FIELD_CACHE_MAX:
+                    self.field_cache.clear()
+                self.field_cache[key] = classes
+        return classes

@@ -1,7 +1,8 @@
 """Endpoint templates learned from the request paths the sensor sees.
 
 `RouteLearner.observe(host, path)` feeds one request path (percent-encoded,
-no query); `resolve(host, path)` answers a `Resolution`:
+no query); `resolve(host, path)` answers a `Resolution`; `learn(host, path)`
+does both for a request, observing a path only as often as can matter:
 
 - `route`: the template, e.g. "/users/{userId}/orders/{orderId}";
 - `masked`: the path to publish: the route's parameters as `{name}`, plus
@@ -48,15 +49,17 @@ import re
 from collections import namedtuple
 from functools import lru_cache
 
+from .._core import (ROUTE_DECISIONS, ROUTE_SEGMENT_KINDS, RouteNode, RouteTree, RouteWalker, route_setup,
+                     segment_class)
 from .classify import value_classes, value_format
 
 Resolution = namedtuple("Resolution", "route masked confidence settled")
 
 # Segment kinds. DATED: a date or dotted number, which is an API version
 # right after the root or a namespace and a value elsewhere.
-PLAIN, KEEP, VALUE, DATED = range(4)
+PLAIN, KEEP, VALUE, DATED = ROUTE_SEGMENT_KINDS
 # How a node's child position was decided.
-UNDECIDED, LEARNED, FORCED = range(3)
+UNDECIDED, LEARNED, FORCED = ROUTE_DECISIONS
 
 NAMESPACES = frozenset(("api", "apis", "rest", "public", "internal", "private", "admin", "services"))
 KNOWN_LITERALS = NAMESPACES | frozenset((
@@ -84,31 +87,16 @@ _HEX_ID = re.compile(r"(?=[a-f]*\d)[0-9a-f]{8,}\Z", re.I)
 _WORD = re.compile(r"(?:[a-z]+\d{0,2}|\d{1,4})?\Z", re.I)   # "orders", "oauth2", "2024", ""
 _SEPARATORS = re.compile(r"[-_.~+=,:]")
 
-_CLASSES = {}           # segment -> (kind, value type); bounded, shared by all learners
-_CLASSES_MAX = 65536
-_SEGMENT_MAX = 100      # a longer segment is a value (and not cached)
-_CACHED_PATH_MAX = 512  # a longer path is resolved anew each time
-
 
 def segment_type(seg):
     """What makes a path segment a value on its own: its format or
     sensitive class ("integer", "uuid", "email", "payment_card", "token",
     ...), or None for a literal."""
-    return _classify(seg)[1]
+    return segment_class(seg)[1]
 
 
 def _classify(seg):
-    if len(seg) > _SEGMENT_MAX:
-        return VALUE, "long"
-    got = _CLASSES.get(seg)
-    if got is None:
-        if len(_CLASSES) >= _CLASSES_MAX:
-            _CLASSES.clear()
-        got = _CLASSES[seg] = _classify_fresh(seg)
-    return got
-
-
-def _classify_fresh(seg):
+    """(kind, value type) of a segment on its own (segment_class remembers it)."""
     if seg.isdigit():
         return VALUE, "integer"
     if seg.lower() in KNOWN_LITERALS or _VERSION.match(seg):
@@ -146,17 +134,7 @@ def _random_type(seg):
 
 
 def _is_version(seg):
-    return _VERSION.match(seg) is not None or _classify(seg)[0] == DATED
-
-
-def _kind(seg, i, prev):
-    """The segment's kind at position i, after segment `prev`."""
-    kind = _classify(seg)[0]
-    if kind == DATED:
-        return KEEP if i == 0 or prev.lower() in NAMESPACES else VALUE
-    if kind == PLAIN and prev.lower() in PEOPLE:
-        return VALUE
-    return kind
+    return _VERSION.match(seg) is not None or segment_class(seg)[0] == DATED
 
 
 @lru_cache(maxsize=4096)
@@ -176,34 +154,6 @@ def _param_name(parent, parent_kind):
         last = last[:-1]
     words[-1] = last
     return words[0].lower() + "".join(w.capitalize() for w in words[1:]) + "Id"
-
-
-class _Node:
-    __slots__ = ("children", "param", "count", "ends", "pinned", "namespace", "variable", "name",
-                 "is_param", "distinct", "seen", "parents")
-
-    def __init__(self, pinned=False, namespace=False, is_param=False):
-        self.children = {}      # literal segment -> _Node
-        self.param = None       # the _Node of the values at this child position
-        self.count = 0          # observations that reached this node
-        self.ends = 0           # ... and ended here
-        self.pinned = pinned    # kept, hinted or a sub-resource: never folded
-        self.namespace = namespace  # root, namespace or version: children are resource names
-        self.variable = UNDECIDED   # how the child position was decided
-        self.name = None        # parameter name forced by a hint
-        self.is_param = is_param
-        self.distinct = 0       # parameter node: distinct values seen, up to `_conclusive`
-        self.seen = set() if is_param else None     # ... their hashes until then
-        self.parents = None     # literal under a parameter: hashes of the values it came under
-
-
-class _Tree:
-    __slots__ = ("root", "nodes", "generation")
-
-    def __init__(self):
-        self.root = _Node(pinned=True, namespace=True)
-        self.nodes = 1
-        self.generation = 0     # bumped whenever a resolution could change: cached ones expire
 
 
 Hint = namedtuple("Hint", "host segments")    # host None: every host; segments: literals and "{name}"
@@ -261,7 +211,10 @@ def _host_without_port(host):
     return name if colon and port.isdigit() and ":" not in name else host
 
 
-class RouteLearner:
+class RouteLearner(RouteWalker):
+    """The walks of each request (observe, resolve) are RouteWalker's, in
+    ext/routes.pxi; the learning they call on is here."""
+
     def __init__(self, hints=None, min_distinct=10, max_distinct=64, settle_count=10,
                  max_nodes=10000, max_total_nodes=200000, max_hosts=1024, max_depth=64, cache_size=65536):
         self.hints = list(hints or ())
@@ -274,55 +227,11 @@ class RouteLearner:
         self.max_depth = max_depth
         self.cache_size = cache_size
         self.conclusive = 2 * min_distinct     # distinct values that make a learned parameter sure
-        self.trees = {}             # lowercased host -> _Tree
+        self.trees = {}             # lowercased host -> RouteTree
         self.overflow = None        # the tree shared by hosts beyond max_hosts
         self.cache = {}             # (host, path) -> (tree, its generation, Resolution)
+        self.observed = {}          # (host, path) -> times learn() observed it
         self.total_nodes = 0
-
-    # -- public
-
-    def observe(self, host, path):
-        tree = self._tree(host)
-        node = tree.root
-        prev, depth = "", 0
-        for seg in path.split("/"):
-            if not seg:
-                continue
-            if depth == self.max_depth:
-                break
-            kind = _kind(seg, depth, prev)
-            child = node.children.get(seg)
-            if child is None:
-                if kind == VALUE or (kind == KEEP and node.variable == FORCED):     # the hint wins
-                    child = node.param or self._new_param(tree, node)
-                else:
-                    child = self._new_literal(tree, node, seg, kind == KEEP)
-                if child is None:       # the tree is full
-                    return
-            elif not child.pinned and child.count < self.settle_count:
-                tree.generation += 1    # its confidence and settledness follow its count
-            if child.is_param:
-                self._note_value(tree, child, hash(seg))
-            elif node.is_param and not child.pinned:
-                self._note_parent(tree, child, {hash(prev)})
-            child.count += 1
-            node = child
-            prev = seg
-            depth += 1
-        node.ends += 1
-
-    def resolve(self, host, path):
-        key = host, path
-        cached = self.cache.get(key)
-        if cached is not None and cached[1] == cached[0].generation:
-            return cached[2]
-        tree = self._tree(host)
-        got = self._resolve(tree, path)
-        if len(path) <= _CACHED_PATH_MAX:
-            if len(self.cache) >= self.cache_size:
-                self.cache.clear()      # cheaper than evicting one by one (deleted slots slow iteration)
-            self.cache[key] = tree, tree.generation, got
-        return got
 
     def node_count(self, host=None):
         """Nodes of one host's tree, or of all trees."""
@@ -330,23 +239,11 @@ class RouteLearner:
 
     # -- learning
 
-    def _tree(self, host):
-        tree = self.trees.get(host)
-        if tree is None:
-            key = host.lower()
-            tree = self.trees.get(key)
-            if tree is None:
-                if len(self.trees) < self.max_hosts:
-                    tree = self.trees[key] = self._planted(_host_without_port(key), key)
-                else:
-                    if self.overflow is None:
-                        self.overflow = self._planted()
-                    tree = self.overflow
-        return tree
-
-    def _planted(self, *hosts):
-        """A new tree with the hints that apply to these hosts."""
-        tree = _Tree()
+    def _planted(self, host):
+        """A new tree with the hints that apply to a (lowercased) host, or
+        only those for every host when host is None."""
+        hosts = (_host_without_port(host), host) if host is not None else ()
+        tree = RouteTree()
         self.total_nodes += 1
         for hint in self.hints:
             if hint.host is not None and hint.host not in hosts:
@@ -364,16 +261,13 @@ class RouteLearner:
     def _add(self, tree, parent, seg, pinned):
         """A new child node: under `seg`, or the parameter node when seg is None."""
         if seg is None:
-            node = parent.param = _Node(is_param=True)
+            node = parent.param = RouteNode(is_param=True)
         else:
-            node = parent.children[seg] = _Node(pinned, pinned and (seg.lower() in NAMESPACES or _is_version(seg)))
+            node = parent.children[seg] = RouteNode(pinned, pinned and (seg.lower() in NAMESPACES or _is_version(seg)))
         tree.nodes += 1
         self.total_nodes += 1
         tree.generation += 1
         return node
-
-    def _full(self, tree):
-        return tree.nodes >= self.max_nodes or self.total_nodes >= self.max_total_nodes
 
     def _new_param(self, tree, node):
         return None if self._full(tree) else self._add(tree, node, None, False)
@@ -475,17 +369,6 @@ class RouteLearner:
         if any(not c.pinned for c in node.children.values()) and (node.variable or self._holds_values(node)):
             self._collapse(tree, node)
 
-    def _note_value(self, tree, param, h):
-        """Counts the distinct values (by hash) of a parameter node up to `conclusive`."""
-        seen = param.seen
-        if seen is not None:
-            if h not in seen:
-                seen.add(h)
-                param.distinct += 1
-                if param.distinct >= self.conclusive:
-                    param.seen = None
-                tree.generation += 1
-
     def _note_parent(self, tree, literal, hashes):
         """A literal after a parameter came under these values of it: under
         two, it is a sub-resource, pinned."""
@@ -494,58 +377,5 @@ class RouteLearner:
             literal.pinned, literal.parents = True, None
             tree.generation += 1
 
-    # -- answering
 
-    def _resolve(self, tree, path):
-        node = tree.root
-        route, masked, used, last = [], [], set(), {}     # last: base name -> its last number
-        confidence, settled = 1.0, True
-        prev, prev_kind, depth = None, None, 0
-        full = self._full(tree)
-
-        def name_for(at):
-            base = at.name if at is not None and at.variable == FORCED else _param_name(prev, prev_kind)
-            n = last.get(base, 0) + 1
-            name = base if n == 1 else f"{base}{n}"
-            while name in used:
-                n += 1
-                name = f"{base}{n}"
-            last[base] = n
-            used.add(name)
-            return "{" + name + "}"
-
-        for seg in path.split("/"):
-            if not seg:
-                continue
-            kind = _kind(seg, depth, prev or "")
-            child = node.children.get(seg) if node is not None else None
-            forced = node is not None and node.variable == FORCED
-            if child is not None or (kind == KEEP and not forced):
-                # a literal: learned, hinted or kept
-                if child is not None and not child.pinned and not node.namespace \
-                        and child.count < self.settle_count:    # (resource names fold only at max_distinct)
-                    confidence = min(confidence, child.count / self.settle_count)
-                    settled = False
-                route.append(seg)
-                masked.append(name_for(None) if kind == VALUE else seg)
-                node = child
-            elif kind == VALUE or (node is not None and node.variable) or full or depth >= self.max_depth:
-                if kind != VALUE and node is not None and node.variable == LEARNED:
-                    confidence = min(confidence, node.param.distinct / self.conclusive if node.param else 0.0)
-                elif kind != VALUE and (node is None or not node.variable):
-                    confidence = min(confidence, 0.5)       # the tree is full or the path too deep
-                param = name_for(node)
-                route.append(param)
-                masked.append(param)
-                node = node.param if node is not None else None
-                kind = None     # a parameter names none after it
-            else:
-                # a plain literal never observed here
-                settled = False
-                confidence = 0.0
-                route.append(seg)
-                masked.append(seg)
-                node = None
-            prev, prev_kind = seg, kind
-            depth += 1
-        return Resolution("/" + "/".join(route), "/" + "/".join(masked), confidence, settled)
+route_setup(_classify, _param_name, NAMESPACES, PEOPLE, Resolution)
