@@ -322,3 +322,16 @@ def test_people_handles_masked_from_the_first_request():
     assert learner.resolve("h", "/users/alice").masked == "/users/{userId}"
     assert learner.resolve("h", "/api/v1/customers/jane-doe/cards").masked == "/api/v1/customers/{customerId}/cards"
     assert learner.resolve("h", "/users/me").masked == "/users/me"
+
+
+def test_learn_is_observe_then_resolve_until_more_cannot_matter():
+    rnd = random.Random(8)
+    requests = [make(rnd) for make in rnd.choices(list(SHOP_ROUTES.values()), k=1500)]
+    learning, observing = RouteLearner(), RouteLearner()
+    for path in requests:
+        observing.observe("shop.example", path)
+        assert learning.learn("shop.example", path) == observing.resolve("shop.example", path)
+    # a path told 40 times is counted 32 times: past the settle count more changes nothing
+    for _ in range(40):
+        learning.learn("h", "/api/v1/ping")
+    assert learning.trees["h"].root.children["api"].children["v1"].children["ping"].count == 32

@@ -4,6 +4,7 @@ and the claim names are read."""
 import base64
 import binascii
 import json
+from functools import lru_cache
 
 # header names that carry API keys (lowercase); also any name ending in these
 _KEY_HEADER_ENDS = ("api-key", "apikey", "api_key", "auth-token", "access-token", "x-token", "x-key")
@@ -11,6 +12,7 @@ _KEY_QUERY = frozenset(("api_key", "apikey", "api-key", "key", "access_token", "
                         "accesstoken", "apitoken", "api_token", "auth"))
 _SESSION_COOKIES = frozenset(("sid", "connect.sid", "jsessionid", "phpsessid", "asp.net_sessionid",
                               "auth", "token", "access_token", "jwt", "id_token", "remember_token"))
+_JWT_CACHED_MAX = 2048      # longer tokens are read anew each time
 
 
 def _b64url_json(part):
@@ -23,7 +25,15 @@ def _b64url_json(part):
 
 
 def jwt_info(token):
-    """(alg, sorted claim names) of a JWT, or None when `token` is not one."""
+    """(alg, sorted claim names) of a JWT, or None when `token` is not one.
+    Remembered when short enough (a client sends its token again and again,
+    and each is read twice: scheme and classes), so the claim list may be
+    shared: read it, never change it."""
+    return _jwt_info(token) if len(token) <= _JWT_CACHED_MAX else _jwt_info.__wrapped__(token)
+
+
+@lru_cache(maxsize=1024)
+def _jwt_info(token):
     parts = token.split(".")
     if len(parts) != 3 or len(parts[0]) < 10:
         return None
