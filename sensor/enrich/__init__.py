@@ -209,7 +209,7 @@ class Enricher:
         if resp_fields:
             self.response_fields(resp_fields, found)
         operation = None
-        graphql = query_graphql(query_pairs) if t.method == "GET" else None
+        graphql = query_graphql(query_pairs) if query_pairs and t.method == "GET" else None
         if graphql is not None:     # a GraphQL GET: its query parameters read as the request body would
             shape = body_shape(graphql, "application/json", keep_examples=self.keep_examples)
             if shape is not None and shape.operation:

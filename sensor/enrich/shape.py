@@ -127,7 +127,7 @@ class Shape:
     """The shape of one body: kind, fields, fingerprint, findings,
     operation (see the module docstring)."""
     __slots__ = ("kind", "fields", "findings", "operation", "truncated", "limits", "compressed",
-                 "fingerprint", "examples")
+                 "fingerprint", "examples", "record")
 
     def __init__(self, kind, collector, truncated=False, operation=None, compressed=False):
         self.kind = kind
@@ -141,8 +141,15 @@ class Shape:
         self.truncated = truncated
         self.operation = operation
         self.compressed = compressed
+        self.record = None
 
     def to_record(self):
+        """The record's value (made once: a body seen again shares it)."""
+        if self.record is None:
+            self.record = self.make_record()
+        return self.record
+
+    def make_record(self):
         record = {"kind": self.kind, "fields": self.fields, "fingerprint": self.fingerprint}
         if self.truncated:
             record["truncated"] = True
