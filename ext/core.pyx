@@ -5,7 +5,8 @@ Stages live in their own .pxi files and are included here so gcc can inline
 across them: source (capture files) -> decode (link, IP, TCP) -> flow (table,
 lifetimes) -> stream (TCP reassembly) -> http1 / http2 + hpack / tls (parsers) ->
 txn (the first Python object, one per exchange) -> record (msgpack), driven
-by engine; shape walks decoded bodies for enrichment.
+by engine; for enrichment, classify tells the format and sensitive classes of a
+value and shape walks decoded bodies.
 """
 from libc.stdint cimport int8_t, uint8_t, uint16_t, uint32_t, int32_t, int64_t, uint64_t
 from libc.stdlib cimport malloc, calloc, realloc, free
@@ -26,5 +27,6 @@ include "flow.pxi"
 include "engine.pxi"
 include "record.pxi"
 include "ring.pxi"
+include "classify.pxi"
 include "shape.pxi"
 include "routes.pxi"

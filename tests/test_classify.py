@@ -404,3 +404,17 @@ FORMATS = [
 @pytest.mark.parametrize("value,expected", FORMATS)
 def test_value_format(value, expected):
     assert value_format(value) == expected
+
+
+def test_odd_inputs():
+    assert value_format("1" * 65536) == "integer" and value_format("1" * 65537) is None     # longer: not read
+    assert value_format("١٢٣") is None and value_format("１２３") is None and value_format("naïve") is None
+    assert value_classes("") == () and value_classes(None) == () and value_classes("x", "") == ()
+
+    class Text(str):
+        pass
+    assert value_format(Text("2024-01-15")) == "date" and value_classes(Text("536-22-1234")) == ("us_ssn",)
+    with pytest.raises(TypeError):
+        value_format(None)
+    with pytest.raises(TypeError):
+        value_classes(b"4111111111111111")

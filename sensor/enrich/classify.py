@@ -7,9 +7,10 @@ country length for IBANs, area/group/serial rules for SSNs, ...), together
 with the classes the key it sits under implies (`name_classes`).
 
 A value is judged whole: an email inside free text is not looked for.
-Both functions run on every value enrichment sees, so each test is guarded
-by the value's length and first character before any regex runs, and the
-analysis of a key name is cached.
+Both functions run on every value enrichment sees, so they are Cython
+(ext/classify.pxi): one pass over the string tells its length, first
+character and kinds of characters, each test is guarded by those before any
+regex runs, and the analysis of a key name is cached.
 
 Decisions worth knowing:
 - 13-digit Visa and Maestro numbers shorter than 16 digits are not cards:
@@ -29,75 +30,27 @@ Decisions worth knowing:
 """
 import ipaddress
 import re
-from functools import lru_cache
 
+from .._core import H_AWS_SECRET, H_DOB, H_GENERIC_KEY, H_PHONE, H_SSN, H_VERSION, classify_setup, name_info, valid_date
+from .._core import value_classes, value_format  # noqa: F401  (the module's API, Cython)
 from .auth import is_key_header, jwt_info
 
 SENSITIVE_CLASSES = ("payment_card", "iban", "us_ssn", "email", "phone", "jwt", "aws_access_key",
                      "aws_secret_key", "private_key", "bearer_token", "api_key", "password", "secret",
                      "ip_address", "date_of_birth")
 
-_MAX_FORMAT_LEN = 1 << 16
-_DIGITS = frozenset("0123456789")
-_NUMBER_START = frozenset("0123456789-.")
-_LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
+# The dispatch and the validators of fixed layouts (numbers, ISO dates, IPv4,
+# uuid, ulid, hex, base64, cards, SSNs, phones, AWS keys) are Cython; the
+# validators below are called from there (classify_setup at the bottom).
 
-# -- formats
+# -- validators
 
-_NUMBER = re.compile(r"-?(?:\d+(?:\.\d+)?|\.\d+)(?:[eE][+-]?\d+)?")
-_INTEGER = re.compile(r"-?\d+")
-_ISO_DATE_TIME = re.compile(
-    r"(\d{4})-(\d\d)-(\d\d)"
-    r"(?:[Tt ](\d\d):(\d\d)(?::(\d\d)(?:[.,]\d{1,9})?)?(?:[Zz]|[+-]\d\d(?::?\d\d)?)?)?")
-_IPV4 = re.compile(r"(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)")
-_IPV6_CHARS = re.compile(r"[0-9A-Fa-f:.]+")
-_UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_ULID = re.compile(r"[0-7][0-9A-HJKMNP-TV-Z]{25}")
-_HEX = re.compile(r"[0-9a-f]+|[0-9A-F]+")
-_BASE64 = re.compile(r"[A-Za-z0-9+/]+={0,2}|[A-Za-z0-9_-]+={0,2}")
-_HAS_DIGIT = re.compile(r"\d")
-_URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://\S+")
 _EMAIL = re.compile(
     r"([A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*)"
     r"@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+([A-Za-z]{2,63}|xn--[A-Za-z0-9-]{1,59})")
 # look like top-level domains but are file names ("logo@2x.png")
 _FILE_EXTENSIONS = frozenset(("png", "jpg", "jpeg", "gif", "svg", "webp", "ico", "bmp", "js", "css", "htm",
                               "html", "json", "xml", "txt", "pdf", "zip", "gz", "mp3", "mp4", "webm", "woff"))
-_DAYS_IN_MONTH = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
-
-
-def _valid_date(year, month, day):
-    if not 1 <= month <= 12 or not 1 <= day <= _DAYS_IN_MONTH[month]:
-        return False
-    return month != 2 or day < 29 or (year % 4 == 0 and (year % 100 != 0 or year % 400 == 0))
-
-
-def _iso_date_kind(value):
-    """"date" or "date-time" of an ISO 8601 / RFC 3339 value, else None."""
-    m = _ISO_DATE_TIME.fullmatch(value)
-    if m is None or not _valid_date(int(m[1]), int(m[2]), int(m[3])):
-        return None
-    if m[4] is None:
-        return "date"
-    if int(m[4]) > 23 or int(m[5]) > 59 or (m[6] is not None and int(m[6]) > 60):
-        return None
-    return "date-time"
-
-
-def _is_ipv4(value):
-    return 7 <= len(value) <= 15 and value.count(".") == 3 and _IPV4.fullmatch(value) is not None
-
-
-def _is_ipv6(value):
-    if len(value) > 45 or value.count(":") < 2 or ("::" not in value and value.count(":") != 7):
-        return False
-    if _IPV6_CHARS.fullmatch(value) is None:
-        return False
-    try:
-        ipaddress.IPv6Address(value)
-    except ValueError:
-        return False
-    return True
 
 
 def _is_email(value):
@@ -105,109 +58,6 @@ def _is_email(value):
         return False
     m = _EMAIL.fullmatch(value)
     return m is not None and len(m[1]) <= 64 and m[2].lower() not in _FILE_EXTENSIONS
-
-
-def _is_jwt(value):
-    return value.startswith("ey") and value.count(".") == 2 and jwt_info(value) is not None
-
-
-def _is_base64(value):
-    """Decodable base64 (standard or url-safe, padded or not) that does not
-    read as a word: upper and lower case letters and a digit or padding."""
-    if _BASE64.fullmatch(value) is None:
-        return False
-    n = len(value)
-    padding = n - len(value.rstrip("="))
-    if (n % 4 != 0 if padding else n % 4 == 1) or value == value.lower() or value == value.upper():
-        return False
-    return padding > 0 or _HAS_DIGIT.search(value) is not None
-
-
-def value_format(value):
-    """The format of a string value, or None for plain text. The first
-    test that holds wins, most specific first: integer, date/date-time,
-    float, ipv4, boolean, uri, email, ipv6, uuid, ulid, jwt, hex, base64."""
-    n = len(value)
-    if not n or n > _MAX_FORMAT_LEN or not value.isascii():
-        return None
-    if value.isdigit():
-        return "integer"
-    c = value[0]
-    if c in _NUMBER_START:
-        if n >= 10 and value[4] == "-":
-            kind = _iso_date_kind(value)
-            if kind:
-                return kind
-        if _NUMBER.fullmatch(value):
-            return "integer" if _INTEGER.fullmatch(value) else "float"
-        if _is_ipv4(value):
-            return "ipv4"
-    elif n <= 5 and value.lower() in ("true", "false"):
-        return "boolean"
-    if " " in value:
-        return None
-    if "://" in value:
-        return "uri" if _URI.fullmatch(value) else None
-    if "@" in value:
-        return "email" if _is_email(value) else None
-    if ":" in value:
-        return "ipv6" if _is_ipv6(value) else None
-    if n == 36:
-        if _UUID.fullmatch(value):
-            return "uuid"
-    elif n == 26 and _ULID.fullmatch(value):
-        return "ulid"
-    if c == "e" and _is_jwt(value):
-        return "jwt"
-    if n >= 8 and not n & 1 and _HEX.fullmatch(value):
-        return "hex"
-    if n >= 16 and _is_base64(value):
-        return "base64"
-    return None
-
-
-# -- value classes
-
-# name hints (bits): classes a value validates into only under such a name
-_H_PHONE, _H_SSN, _H_DOB, _H_AWS_SECRET, _H_VERSION = 1, 2, 4, 8, 16
-# a bare "key" is a generic word in JSON: only a token-like value makes it an API key
-_H_GENERIC_KEY = 32
-
-_LUHN_DOUBLE = str.maketrans("0123456789", "0246813579")    # digit sum of 2*d
-_MAESTRO = frozenset((5018, 5020, 5038, 5893, 6304, 6759, 6761, 6762, 6763))
-
-
-def _card_length_ok(d):
-    """Whether the digits sit in an issued IIN range with a length the brand issues."""
-    n = len(d)
-    p4 = int(d[:4])
-    p2, p3 = p4 // 100, p4 // 10
-    if p2 // 10 == 4:                                           # Visa
-        return n == 16 or n == 19
-    if 51 <= p2 <= 55 or 2221 <= p4 <= 2720:                    # Mastercard
-        return n == 16
-    if p2 == 34 or p2 == 37:                                    # Amex
-        return n == 15
-    if 300 <= p3 <= 305 or p4 == 3095 or p2 == 36 or p2 == 38 or p2 == 39:    # Diners
-        return 14 <= n <= 19
-    # JCB, Discover, UnionPay, Mir, Maestro
-    return 16 <= n <= 19 and (3528 <= p4 <= 3589 or p4 == 6011 or 644 <= p3 <= 649 or p2 == 65 or p2 == 62
-                              or 2200 <= p4 <= 2204 or p4 in _MAESTRO)
-
-
-def _luhn(d):
-    return (sum(map(int, d[-1::-2])) + sum(map(int, d[-2::-2].translate(_LUHN_DOUBLE)))) % 10 == 0
-
-
-def _is_card(value):
-    """13-19 digits, bare or in groups split by one kind of separator."""
-    if not value.isdigit():
-        sep = " " if " " in value else "-"
-        groups = value.split(sep)
-        if len(groups) < 3 or not all(2 <= len(g) <= 6 and g.isdigit() for g in groups):
-            return False
-        value = "".join(groups)
-    return 13 <= len(value) <= 19 and value.isascii() and _card_length_ok(value) and _luhn(value)
 
 
 _IBAN_LENGTHS = {
@@ -238,45 +88,6 @@ def _is_iban(value):
     return int((value[4:] + value[:4]).translate(_IBAN_LETTERS)) % 97 == 1
 
 
-_SSN_FAKES = frozenset(("078051120", "219099999"))    # printed in ads and on wallets, never issued
-
-
-def _ssn_ok(d):
-    area = d[:3]
-    return (area != "000" and area != "666" and area[0] != "9" and d[3:5] != "00" and d[5:] != "0000"
-            and d not in _SSN_FAKES)
-
-
-_NANP = re.compile(r"(?:1[ .-]?)?(?:\([2-9]\d\d\) ?|[2-9]\d\d[ .-])[2-9]\d\d[ .-]\d{4}")
-_TRUNK = re.compile(r"\(?0[1-9]\d{0,4}\)?([ ./-])\d{2,8}(?:\1\d{2,8}){0,4}")
-_E164 = re.compile(r"\+[1-9]\d*(?:(?:[ .-]|[ .-]?\()\d+\)?)*")
-_PHONE_ANY = re.compile(r"\+?[\d ().-]+")
-_PHONE_SEPARATORS = str.maketrans("", "", " ().-/")
-
-
-def _is_phone(value, named):
-    """E.164, NANP or trunk-prefixed national forms; with a phone-like
-    name any 7-15 digits in phone punctuation."""
-    n = len(value)
-    if n > 24:
-        return False
-    c = value[0]
-    if c == "+":
-        if _E164.fullmatch(value) is None:
-            return False
-        d = value.translate(_PHONE_SEPARATORS)[1:]
-        if d[0] == "1":
-            return len(d) == 11 and d[1] not in "01" and d[4] not in "01"
-        return 8 <= len(d) <= 15
-    if named:
-        return _PHONE_ANY.fullmatch(value) is not None and 7 <= len(value.translate(_PHONE_SEPARATORS)) <= 15
-    if n < 10:
-        return False
-    if c == "0" or (c == "(" and value[1:2] == "0"):
-        return _TRUNK.fullmatch(value) is not None and 9 <= len(value.translate(_PHONE_SEPARATORS)) <= 12
-    return _NANP.fullmatch(value) is not None
-
-
 _NUMERIC_DATE = re.compile(r"(\d{1,4})([-/.])(\d{1,2})\2(\d{1,4})(?:[T ].*)?")
 _NAMED_DATE = re.compile(r"(?:(\d{1,2})(?:st|nd|rd|th)?\s+([A-Za-z]{3,9})\.?|([A-Za-z]{3,9})\.?\s+(\d{1,2})"
                          r"(?:st|nd|rd|th)?,?)\s+(\d{4})")
@@ -290,47 +101,26 @@ def _is_birth_date(value):
     if len(value) > 40:
         return False
     if value.isdigit():
-        return len(value) == 8 and 1900 <= int(value[:4]) <= 2100 and _valid_date(int(value[:4]), int(value[4:6]),
-                                                                                   int(value[6:]))
+        return len(value) == 8 and 1900 <= int(value[:4]) <= 2100 and valid_date(int(value[:4]), int(value[4:6]),
+                                                                                  int(value[6:]))
     m = _NUMERIC_DATE.fullmatch(value)
     if m:
         a, b, c = m[1], int(m[3]), m[4]
         if len(a) == 4:
-            return len(c) <= 2 and 1900 <= int(a) <= 2100 and _valid_date(int(a), b, int(c))
+            return len(c) <= 2 and 1900 <= int(a) <= 2100 and valid_date(int(a), b, int(c))
         if len(c) != 4 or not 1900 <= int(c) <= 2100:
             return False
         year, a = int(c), int(a)
-        return _valid_date(year, b, a) or _valid_date(year, a, b)
+        return valid_date(year, b, a) or valid_date(year, a, b)
     m = _NAMED_DATE.fullmatch(value)
     if m is None:
         return False
     month = _MONTHS.get((m[2] or m[3])[:3].lower())
-    return month is not None and 1900 <= int(m[5]) <= 2100 and _valid_date(int(m[5]), month, int(m[1] or m[4]))
+    return month is not None and 1900 <= int(m[5]) <= 2100 and valid_date(int(m[5]), month, int(m[1] or m[4]))
 
 
-def _is_ip(value, hints):
-    """A valid IPv4 (not 0.0.0.0, not a version under a version name) or IPv6 (not ::) literal."""
-    if _is_ipv4(value):
-        return value != "0.0.0.0" and not hints & _H_VERSION
-    return value != "::" and _is_ipv6(value)
-
-
-def _is_ip_list(value, hints):
-    """One address, or a list of them as X-Forwarded-For carries."""
-    if "," not in value:
-        return _is_ip(value, hints)
-    return len(value) <= 1024 and all(_is_ip(part.strip(), hints) for part in value.split(","))
-
-
-_AWS_KEY_PREFIXES = frozenset(("AKIA", "ASIA", "AGPA", "AIDA", "AROA", "ANPA", "ANVA", "AIPA"))
-_AWS_KEY_TAIL = re.compile(r"[A-Z2-7]{16}")
-_AWS_SECRET = re.compile(r"[A-Za-z0-9/+]{40}")
 _PRIVATE_KEY = re.compile(r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----")
 _BEARER_TOKEN = re.compile(r"[A-Za-z0-9._~+/-]+=*")
-
-
-def _is_private_key(value):
-    return "PRIVATE KEY" in value and _PRIVATE_KEY.search(value) is not None
 
 
 def _bearer_classes(value):
@@ -366,7 +156,6 @@ _META_LAST = frozenset((
     "param", "valid", "used", "usage", "sent", "verified", "prefix", "algorithm", "alg", "level", "source",
     "kind", "label", "description", "error", "errors", "message", "lifetime", "age", "duration", "limit",
     "attempts", "retries", "path", "domain", "secure", "start", "end", "started", "ended", "ms", "seconds"))
-_NOT_CREDENTIALS = frozenset(("true", "false", "null", "none", "nil", "undefined", "n/a"))
 
 
 def _is_secret_name(words, joined, pairs, api_key):
@@ -383,10 +172,9 @@ def _is_secret_name(words, joined, pairs, api_key):
             or joined.endswith(("sessid", "sessionid")) or ("session" in words and last in _SESSION_ENDS))
 
 
-@lru_cache(maxsize=8192)
 def _name_info(name):
     """(classes any credential-like value takes, hint bits) of a key name;
-    the last component of a key path counts."""
+    the last component of a key path counts. Memoised by _core.name_info."""
     last = next((part for part in reversed(_NAME_PATH.split(name.strip())) if part), "")
     words = tuple(w.lower() for w in _NAME_PART.findall(last))
     if not words:
@@ -394,19 +182,19 @@ def _name_info(name):
     joined = "".join(words)
     hints = 0
     if not _PHONE_WORDS.isdisjoint(words) or "phone" in joined:
-        hints |= _H_PHONE
+        hints |= H_PHONE
     if "ssn" in words or "socialsecurity" in joined:
-        hints |= _H_SSN
+        hints |= H_SSN
     if not _DOB_WORDS.isdisjoint(words) or "dateofbirth" in joined or "birthdate" in joined:
-        hints |= _H_DOB
+        hints |= H_DOB
     if not _VERSION_WORDS.isdisjoint(words):
-        hints |= _H_VERSION
+        hints |= H_VERSION
     if "secret" in joined and ("aws" in words or "secretaccesskey" in joined):
-        hints |= _H_AWS_SECRET
+        hints |= H_AWS_SECRET
     if words == ("key",):
-        hints |= _H_GENERIC_KEY
+        hints |= H_GENERIC_KEY
     if words[0] in _META_FIRST or words[-1] in _META_LAST:
-        return (), hints & ~(_H_PHONE | _H_SSN)     # phone_count, ssn_verified: not the value itself
+        return (), hints & ~(H_PHONE | H_SSN)     # phone_count, ssn_verified: not the value itself
     classes = []
     if not _PASSWORD_WORDS.isdisjoint(words) or "password" in joined or "passwd" in joined:
         classes.append("password")
@@ -420,7 +208,7 @@ def _name_info(name):
     return tuple(classes), hints
 
 
-_HINTED = ((_H_PHONE, "phone"), (_H_SSN, "us_ssn"), (_H_DOB, "date_of_birth"), (_H_AWS_SECRET, "aws_secret_key"))
+_HINTED = ((H_PHONE, "phone"), (H_SSN, "us_ssn"), (H_DOB, "date_of_birth"), (H_AWS_SECRET, "aws_secret_key"))
 
 
 def name_classes(name):
@@ -428,90 +216,9 @@ def name_classes(name):
     "api_key" (given to any credential-like value under it) and "phone",
     "us_ssn", "date_of_birth", "aws_secret_key" (given only when the
     value validates)."""
-    classes, hints = _name_info(name)
+    classes, hints = name_info(name)
     return classes + tuple(c for bit, c in _HINTED if hints & bit)
 
 
-def _credential_like(value, hints):
-    v = value.strip()
-    if not v or (len(v) <= 9 and v.lower() in _NOT_CREDENTIALS) or not v.strip("*•"):
-        return False
-    return not hints & _H_GENERIC_KEY or (len(v) >= 16 and " " not in v)
-
-
-_OWN_CREDENTIALS = frozenset(("private_key", "aws_secret_key", "bearer_token"))
-
-
-def _value_only_classes(value, hints):
-    """Classes the value has by itself (and, for hinted classes, with the
-    name's hint bits)."""
-    n = len(value)
-    if n == 40 and hints & _H_AWS_SECRET and _AWS_SECRET.fullmatch(value):
-        return ("aws_secret_key",)
-    c = value[0]
-    if c in _DIGITS:
-        if n > 45:
-            return ("date_of_birth",) if hints & _H_DOB and _is_birth_date(value) else ()
-        if value.isdigit():
-            if 13 <= n <= 19 and _is_card(value):
-                return ("payment_card",)
-            if n == 9 and hints & _H_SSN and _ssn_ok(value):
-                return ("us_ssn",)
-            if hints & _H_PHONE and 7 <= n <= 15:
-                return ("phone",)
-            if hints & _H_DOB and n == 8 and _is_birth_date(value):
-                return ("date_of_birth",)
-            return ()
-        found = ("date_of_birth",) if hints & _H_DOB and _is_birth_date(value) else ()
-        if n == 11 and value[3] == "-" and value[6] == "-":
-            d = value[:3] + value[4:6] + value[7:]
-            return found + ("us_ssn",) if d.isdigit() and _ssn_ok(d) else found
-        if "@" in value:
-            return ("email",) if _is_email(value) else ()
-        if "," in value or ":" in value or _is_ipv4(value):
-            return ("ip_address",) if _is_ip_list(value, hints) else found
-        if c != "0" and n <= 23 and ("-" in value or " " in value) and _is_card(value):
-            return ("payment_card",)
-        if not found and _is_phone(value, hints & _H_PHONE):
-            return ("phone",)
-        return found
-    if c == "+" or c == "(":
-        return ("phone",) if _is_phone(value, hints & _H_PHONE) else ()
-    if n >= 40 and _is_private_key(value):
-        return ("private_key",)
-    if "@" in value:
-        return ("email",) if _is_email(value) else ()
-    if c in _LETTERS:
-        if c == "e" and _is_jwt(value):
-            return ("jwt",)
-        if (c == "B" or c == "b") and value[:7].lower() == "bearer ":
-            return _bearer_classes(value)
-        if n == 20 and value[:4] in _AWS_KEY_PREFIXES and _AWS_KEY_TAIL.fullmatch(value, 4):
-            return ("aws_access_key",)
-        if 15 <= n <= 42 and value[1] in _LETTERS and value[2:4].isdigit() and _is_iban(value):
-            return ("iban",)
-        if hints & _H_DOB and _is_birth_date(value):
-            return ("date_of_birth",)
-    if ":" in value and _is_ip_list(value, hints):
-        return ("ip_address",)
-    return ()
-
-
-def value_classes(value, name=None):
-    """The sensitive classes of a value (an empty tuple when none), from
-    the value itself and from the key / parameter / header / cookie name it
-    sits under (None when there is none, e.g. a path segment)."""
-    if not value:
-        return ()
-    if name:
-        named, hints = _name_info(name)
-    else:
-        named, hints = (), 0
-    found = _value_only_classes(value, hints)
-    if not named or not _credential_like(value, hints):
-        return found
-    if not found:
-        return named
-    if "secret" in named and not _OWN_CREDENTIALS.isdisjoint(found):
-        named = tuple(c for c in named if c != "secret")
-    return found + tuple(c for c in named if c not in found)
+classify_setup(_is_email, _is_birth_date, _is_iban, _bearer_classes, jwt_info, _PRIVATE_KEY.search,
+               ipaddress.IPv6Address, _name_info)
