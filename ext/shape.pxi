@@ -4,9 +4,9 @@
 # microsecond of objects and dict juggling, the largest cost of enrichment.
 # The walk reads JSON where it lies in the body's bytes and keeps its key-path
 # tree in C: a node per distinct (parent, key), types as bits, Python strs made
-# once a node, not once a value. What a value or key *is* (format, sensitive
-# classes, name or data) is still decided in Python (enrich/classify.py,
-# enrich/shape.py), memoised, and set once by shape_setup().
+# once a node, not once a value. What a value *is* (format, sensitive classes)
+# is told by classify.pxi; whether a key is a name or data by enrich/shape.py,
+# wired by shape_setup().
 from cpython.dict cimport PyDict_GetItem
 from cpython.list cimport PyList_GET_ITEM
 from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_DecodeUTF8
@@ -27,17 +27,15 @@ cdef inline bint scalar_byte(unsigned char c):
     return c in b"0123456789+-.eEaflnrstuINiy"
 
 
-cdef object _value_format = None, _value_classes = None, _is_value_key = None
-cdef object _redact = None, _scanstring = None
+cdef object _is_value_key = None, _redact = None, _scanstring = None
 cdef Py_ssize_t _MAX_NAME = 64              # key names are cut here (shape_setup sets it)
 
 
-def shape_setup(value_format, value_classes, is_value_key, Py_ssize_t max_name, redact, scanstring):
-    """Wires the collector to enrich's classifiers and json's string
-    unescaping (once, at import)."""
-    global _value_format, _value_classes, _is_value_key, _MAX_NAME, _redact, _scanstring
-    _value_format, _value_classes, _is_value_key, _redact = value_format, value_classes, is_value_key, redact
-    _MAX_NAME, _scanstring = max_name, scanstring
+def shape_setup(is_value_key, Py_ssize_t max_name, redact, scanstring):
+    """Wires the collector to enrich's key test and redaction, and json's
+    string unescaping (once, at import)."""
+    global _is_value_key, _MAX_NAME, _redact, _scanstring
+    _is_value_key, _redact, _MAX_NAME, _scanstring = is_value_key, redact, max_name, scanstring
 
 
 # Types are bits of a node: the JSON types, then "string:<format>" as formats are met
@@ -62,7 +60,7 @@ cdef int _INTEGER = type_index("integer"), _NUMBER = type_index("number"), _NULL
 # body after body: memoised, bounded; the values stay inside the sensor.
 cdef dict _leaf_cache = {}
 cdef Py_ssize_t _leaf_count = 0
-cdef Py_ssize_t _LEAF_CACHE_MAX = 65536
+cdef Py_ssize_t _LEAF_CACHE_MAX = 16384
 cdef Py_ssize_t _CACHED_LEAF_MAX = 64       # longer values are not kept
 
 
@@ -79,8 +77,8 @@ cdef tuple leaf_info(dict table, str text, name):
     cdef PyObject* hit = PyDict_GetItem(table, text)
     if hit != NULL:
         return <tuple>hit
-    fmt = _value_format(text)
-    cdef tuple info = (type_index("string:" + fmt if fmt else "string"), _value_classes(text, name))
+    fmt = value_format(text)
+    cdef tuple info = (type_index("string:" + fmt if fmt else "string"), value_classes(text, name))
     if len(text) <= _CACHED_LEAF_MAX:
         if _leaf_count >= _LEAF_CACHE_MAX:
             _leaf_cache.clear()

@@ -115,7 +115,7 @@ def _join(path, label):
 
 
 # the walk itself is Cython (ext/shape.pxi); what a value or a key is, is told here
-shape_setup(value_format, value_classes, _is_value_key, _MAX_NAME, redact, scanstring)
+shape_setup(_is_value_key, _MAX_NAME, redact, scanstring)
 
 
 def _fingerprint(kind, fields):
