@@ -782,10 +782,12 @@ cdef tuple value_only_classes(str value, ValueScan* s, int hints):
     cdef tuple found
     if n == 40 and hints & H_AWS_SECRET and not s.seen & ~(K_ALNUM | K_SLASH | K_PLUS):
         return ("aws_secret_key",)
+    if s.seen & K_WIDE:
+        # cards, phones, SSNs, IBANs, addresses and dates are written in ASCII
+        # digits: '1²3456789' is no SSN (and int() would choke on it)
+        return ("email",) if s.seen & K_AT and _is_email(value) else ()
     if is_ascii_digit(c):
-        if n > 45:
-            return ("date_of_birth",) if hints & H_DOB and _is_birth_date(value) else ()
-        if s.every & K_ISDIGIT:
+        if n <= 45 and s.every & K_ISDIGIT:
             if 13 <= n <= 19 and is_card(s):
                 return ("payment_card",)
             if n == 9 and hints & H_SSN and is_ssn(s):

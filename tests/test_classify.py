@@ -418,3 +418,16 @@ def test_odd_inputs():
         value_format(None)
     with pytest.raises(TypeError):
         value_classes(b"4111111111111111")
+
+
+def test_non_ascii_digits_are_no_numbers_and_never_raise():
+    # int() would choke on '²' and read '٣' as 3: cards, SSNs, phones, IBANs,
+    # addresses and dates are written in ASCII digits
+    for value, name in [("GB82WEST1234569876543é", None), ("1999²101", "dob"), ("1²3456789", "ssn"),
+                        ("1²3-45-6789", None), ("1.2.3.٣", None), ("+1٤١٥٥٥٥٠١٣٢", None), ("1²34567", "phone")]:
+        assert value_classes(value, name) == (), value
+
+
+def test_long_values_starting_with_a_digit_are_still_read():
+    assert value_classes("10.0.0.1, 10.0.0.2, 10.0.0.3, 10.0.0.4, 10.0.0.5") == ("ip_address",)
+    assert value_classes("2024.jane.doe.with.a.long.local.part@mail.example.org") == ("email",)
