@@ -13,7 +13,7 @@ The route learner needs evidence before it collapses a slug position
 held back, at most `hold` transactions or `hold_seconds` of packet time,
 then written with the best template known by then.
 """
-from collections import deque
+from collections import OrderedDict, deque
 import json
 import re
 import time
@@ -109,7 +109,7 @@ class Enricher:
         self.query_params = {}      # query parameter as sent -> what it adds (query_param)
         self.route_entries = {}     # route learner's Resolution -> its record entries
         self.field_cache = {}       # (field or cookie value, its name) -> sensitive classes
-        self.shapes = {}            # body bytes, media type, coding, truncated -> (shape, flags)
+        self.shapes = OrderedDict() # body bytes, media type, coding, truncated -> (shape, flags)
         self.shape_bytes = 0        # the bytes of the bodies in self.shapes
         self.counters = {"bodies_shaped": 0, "bodies_undecodable": 0, "decompression_limits": 0,
                          "shape_cache_hits": 0,
@@ -254,8 +254,7 @@ class Enricher:
         if hit is None:
             self.shape_bytes += len(data)
             while self.shapes and (self.shape_bytes > _SHAPE_CACHE_BYTES or len(self.shapes) >= _SHAPE_CACHE_MAX):
-                self.shape_bytes -= len(next(iter(self.shapes))[0])
-                del self.shapes[next(iter(self.shapes))]
+                self.shape_bytes -= len(self.shapes.popitem(last=False)[0][0])     # the oldest
             hit = self.shapes[key] = self.shape_of(data, ctype, coding, truncated)
         else:
             self.counters["shape_cache_hits"] += 1
