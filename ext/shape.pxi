@@ -103,6 +103,7 @@ cdef struct Node:               # a key path of the JSON document being read
     uint64_t types              # bits: _TYPE_NAMES
     bint value_key              # the key is data: its value is read under the parent's "{key}"
     bint typed                  # a container here has a type (the root container has none)
+    bint plain                  # the name its values are classed by hints at nothing (classify.name_info)
 
 
 cdef struct Member:             # a member of an object being read
@@ -126,21 +127,19 @@ cdef class ShapeCollector:
     cdef Py_ssize_t size, root      # its length; where its root value starts
     cdef bint broken                # it was cut short or broke off
     cdef Node* nodes
-    cdef Py_ssize_t n_nodes, max_nodes
-    cdef int32_t* buckets
+    cdef Py_ssize_t n_nodes, room, max_nodes     # nodes made, room for, at most
+    cdef int32_t* buckets           # 2 * room of them, heads of chains of nodes
     cdef uint64_t mask              # buckets - 1
     cdef list paths, names, leaves  # per node: key path, name values are classed by, leaf_table
     cdef Member* members            # the members of the objects being read, innermost last
     cdef Py_ssize_t n_members, max_members
 
     def __cinit__(self, int max_depth, int max_paths, int max_items):
-        cdef Py_ssize_t buckets = 64
         self.max_nodes = 4 * max_paths + 8
-        while buckets < 2 * self.max_nodes:
-            buckets *= 2
-        self.mask = buckets - 1
-        self.nodes = <Node*>malloc(self.max_nodes * sizeof(Node))
-        self.buckets = <int32_t*>malloc(buckets * sizeof(int32_t))
+        self.room = 32                  # most bodies have a few dozen key paths: grown as needed
+        self.mask = 2 * self.room - 1
+        self.nodes = <Node*>malloc(self.room * sizeof(Node))
+        self.buckets = <int32_t*>malloc(2 * self.room * sizeof(int32_t))
         self.max_members = 64
         self.members = <Member*>malloc(self.max_members * sizeof(Member))
         if self.nodes == NULL or self.buckets == NULL or self.members == NULL:
@@ -255,9 +254,11 @@ cdef class ShapeCollector:
                     size < 0 or memcmp(nd.key, key, size) == 0):
                 return n
             n = nd.link
-        if self.n_nodes >= self.max_nodes:
-            self.limits.add("paths")
-            return -1
+        if self.n_nodes >= self.room:
+            if self.n_nodes >= self.max_nodes:
+                self.limits.add("paths")
+                return -1
+            self.grow()
         n = <int32_t>self.n_nodes
         nd = &self.nodes[n]
         nd.parent, nd.key, nd.size, nd.hash, nd.types, nd.value_key = parent, key, size, h, 0, False
@@ -273,12 +274,32 @@ cdef class ShapeCollector:
             path = <str>PyList_GET_ITEM(self.paths, parent)
             path = path + "[]" if size == _ELEMENT else join_path(path, "{key}")
         nd.typed = len(path) > 0
+        if size == _ELEMENT or size == _MAPPED:
+            nd.plain = self.nodes[parent].plain
+        else:
+            nd.plain = not name or name_info(name) == ((), 0)
         self.buckets[h & self.mask] = n
         self.n_nodes += 1
         self.paths.append(path)
         self.names.append(name)
         self.leaves.append(None)
         return n
+
+    cdef void grow(self) except *:
+        """Doubles the room for nodes and rehashes them."""
+        cdef Py_ssize_t k, room = 2 * self.room
+        cdef Node* nodes = <Node*>realloc(self.nodes, room * sizeof(Node))
+        if nodes == NULL:
+            raise MemoryError()
+        self.nodes = nodes
+        cdef int32_t* buckets = <int32_t*>realloc(self.buckets, 2 * room * sizeof(int32_t))
+        if buckets == NULL:
+            raise MemoryError()
+        self.buckets, self.room, self.mask = buckets, room, 2 * room - 1
+        memset(self.buckets, 0xff, 2 * room * sizeof(int32_t))
+        for k in range(self.n_nodes):
+            self.nodes[k].link = self.buckets[self.nodes[k].hash & self.mask]
+            self.buckets[self.nodes[k].hash & self.mask] = <int32_t>k
 
     cdef inline void type(self, int32_t node, int index) noexcept:
         self.nodes[node].types |= (<uint64_t>1) << index
@@ -419,7 +440,10 @@ cdef class ShapeCollector:
         if j == _CUT or (j == self.size and i != self.root):
             return self.fail(_CUT)      # a number at the cut may be cut short
         self.type(node, _NUMBER if real else _INTEGER)
-        self.leaf(node, PyUnicode_DecodeLatin1(<const char*>self.buf + i, j - i, NULL), False)
+        # under a plain name a number is a card (13-19 digits) or, with a
+        # dot and 10+ characters, perhaps a phone: others need no classing
+        if not (self.nodes[node].plain and self.buf[i] != b"-" and j - i < (10 if real else 13)):
+            self.leaf(node, PyUnicode_DecodeLatin1(<const char*>self.buf + i, j - i, NULL), False)
         return j
 
     cdef Py_ssize_t walk(self, Py_ssize_t i, int32_t node, int depth) except? -3:
