@@ -110,6 +110,8 @@ cdef struct Member:             # a member of an object being read
     const unsigned char* key
     Py_ssize_t size
     Py_ssize_t value            # where its value starts
+    Py_ssize_t quote            # a string value's closing quote (found while listing), else -1
+    bint escaped                # that string holds escapes
     int32_t node
 
 
@@ -335,8 +337,21 @@ cdef class ShapeCollector:
     cdef Py_ssize_t string_end(self, Py_ssize_t i, bint* escaped) noexcept:
         """Index of the quote closing the string whose text starts at i; _CUT."""
         cdef const unsigned char* q
-        cdef Py_ssize_t j, k, start = i
-        while True:
+        cdef Py_ssize_t j, k, start = i, short = min(i + 24, self.size)
+        cdef unsigned char c
+        escaped[0] = False
+        while i < short:                            # most strings are short: a byte at a time
+            c = self.buf[i]
+            if c == b'"':
+                return i
+            if c == b"\\":
+                escaped[0] = True
+                i += 2
+            else:
+                i += 1
+        while True:                                 # longer ones: memchr
+            if i >= self.size:
+                return _CUT
             q = <const unsigned char*>memchr(self.buf + i, b'"', self.size - i)
             if q == NULL:
                 return _CUT
@@ -345,7 +360,7 @@ cdef class ShapeCollector:
             while k > start and self.buf[k - 1] == b"\\":
                 k -= 1
             if not (j - k) & 1:                     # not itself escaped
-                escaped[0] = memchr(self.buf + start, b"\\", j - start) != NULL
+                escaped[0] = escaped[0] or memchr(self.buf + start, b"\\", j - start) != NULL
                 return j
             i = j + 1
 
@@ -446,6 +461,18 @@ cdef class ShapeCollector:
             self.leaf(node, PyUnicode_DecodeLatin1(<const char*>self.buf + i, j - i, NULL), False)
         return j
 
+    cdef Py_ssize_t json_string(self, Py_ssize_t i, Py_ssize_t quote, bint escaped, int32_t node) except? -3:
+        """Reads the string whose opening quote is at i and closing one at
+        `quote` (_CUT: none) into `node`; its end."""
+        if quote < 0:
+            self.leaf(node, "", True)           # cut short: a string of unknown format
+            return self.fail(_CUT)
+        text = self.text(self.buf + i + 1, quote - i - 1, escaped)
+        if text is None:
+            return self.fail(_BAD)
+        self.leaf(node, <str>text, True)
+        return quote + 1
+
     cdef Py_ssize_t walk(self, Py_ssize_t i, int32_t node, int depth) except? -3:
         """Reads the value at i into `node`; its end, or _CUT / _BAD."""
         cdef unsigned char c, close
@@ -458,14 +485,7 @@ cdef class ShapeCollector:
         c = self.buf[i]
         if c == b'"':
             j = self.string_end(i + 1, &escaped)
-            if j < 0:
-                self.leaf(node, "", True)       # cut short: a string of unknown format
-                return self.fail(_CUT)
-            text = self.text(self.buf + i + 1, j - i - 1, escaped)
-            if text is None:
-                return self.fail(_BAD)
-            self.leaf(node, <str>text, True)
-            return j + 1
+            return self.json_string(i, j, escaped, node)
         if c == b"{" or c == b"[":
             if self.nodes[node].typed:
                 self.type(node, _OBJECT if c == b"{" else _ARRAY)
@@ -556,10 +576,18 @@ cdef class ShapeCollector:
                         raise MemoryError()
                     self.members = m
                 m = &self.members[self.n_members]
-                m.key, m.size, m.value = self.buf + start, j - start, i
+                m.key, m.size, m.value, m.quote = self.buf + start, j - start, i, -1
                 self.n_members += 1
                 listed += 1
-            i = self.skip(i)
+                if self.buf[i] == b'"':             # strings are most values: found once
+                    m.quote = self.string_end(i + 1, &m.escaped)
+                    if m.quote < 0:
+                        return _CUT
+                    i = m.quote + 1
+                else:
+                    i = self.skip(i)
+            else:
+                i = self.skip(i)
             if i < 0:
                 return i
             i = self.space(i)
@@ -595,14 +623,14 @@ cdef class ShapeCollector:
         if values == 0:
             for k in range(base, base + n):
                 if self.members[k].node >= 0:
-                    self.walk(self.members[k].value, self.members[k].node, depth)
+                    self.member(k, self.members[k].node, depth)
         else:
             every = 2 * values >= n
             if not every:
                 for k in range(base, base + n):
                     nd = self.members[k].node
                     if nd >= 0 and not self.nodes[nd].value_key:
-                        self.walk(self.members[k].value, nd, depth)
+                        self.member(k, nd, depth)
             mapped = self.node(parent, NULL, _MAPPED)
             for k in range(base, base + n):
                 nd = self.members[k].node
@@ -613,9 +641,16 @@ cdef class ShapeCollector:
                     break
                 read += 1
                 self.leaf(mapped, <str>PyList_GET_ITEM(self.names, nd), False)     # a key that is data
-                self.walk(self.members[k].value, mapped, depth)
+                self.member(k, mapped, depth)
         self.n_members = base
         return end
+
+    cdef inline Py_ssize_t member(self, Py_ssize_t k, int32_t node, int depth) except? -3:
+        """Reads the value of the k-th listed member into `node`."""
+        cdef Member* m = &self.members[k]
+        if m.quote >= 0:
+            return self.json_string(m.value, m.quote, m.escaped, node)
+        return self.walk(m.value, node, depth)
 
     cdef bint rpc_members(self, Py_ssize_t base, Py_ssize_t n) noexcept:
         """A root member named as GraphQL and JSON-RPC requests name theirs."""
