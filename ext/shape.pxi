@@ -58,6 +58,7 @@ cdef int _INTEGER = type_index("integer"), _NUMBER = type_index("number"), _NULL
 # (type index, sensitive classes) of a string leaf, by the key `name` it sits
 # under, then by its text. Short leaves (enums, statuses, flags, ids) come back
 # body after body: memoised, bounded; the values stay inside the sensor.
+cdef dict _FORMAT_INDEX = {}      # value_format's answer -> type index of "string:<format>"
 cdef dict _leaf_cache = {}
 cdef Py_ssize_t _leaf_count = 0
 cdef Py_ssize_t _LEAF_CACHE_MAX = 16384
@@ -78,7 +79,10 @@ cdef tuple leaf_info(dict table, str text, name):
     if hit != NULL:
         return <tuple>hit
     fmt = value_format(text)
-    cdef tuple info = (type_index("string:" + fmt if fmt else "string"), value_classes(text, name))
+    index = _FORMAT_INDEX.get(fmt)
+    if index is None:
+        index = _FORMAT_INDEX[fmt] = type_index("string:" + fmt if fmt else "string")
+    cdef tuple info = (index, value_classes(text, name))
     if len(text) <= _CACHED_LEAF_MAX:
         if _leaf_count >= _LEAF_CACHE_MAX:
             _leaf_cache.clear()
