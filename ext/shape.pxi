@@ -75,7 +75,8 @@ cdef dict leaf_table(name):
 
 cdef tuple leaf_info(dict table, str text, name):
     global _leaf_count
-    cdef PyObject* hit = PyDict_GetItem(table, text)
+    cdef bint kept = len(text) <= _CACHED_LEAF_MAX
+    cdef PyObject* hit = PyDict_GetItem(table, text) if kept else NULL
     if hit != NULL:
         return <tuple>hit
     fmt = value_format(text)
@@ -83,7 +84,7 @@ cdef tuple leaf_info(dict table, str text, name):
     if index is None:
         index = _FORMAT_INDEX[fmt] = type_index("string:" + fmt if fmt else "string")
     cdef tuple info = (index, value_classes(text, name))
-    if len(text) <= _CACHED_LEAF_MAX:
+    if kept:
         if _leaf_count >= _LEAF_CACHE_MAX:
             _leaf_cache.clear()
             table.clear()
