@@ -66,10 +66,17 @@ cdef Py_ssize_t _CACHED_LEAF_MAX = 64       # longer values are not kept
 
 
 cdef dict leaf_table(name):
+    global _leaf_count
     cdef PyObject* table = PyDict_GetItem(_leaf_cache, name)
     if table != NULL:
         return <dict>table
-    fresh = _leaf_cache[name] = {}
+    fresh = {}
+    if name is None or len(name) <= _CACHED_NAME_MAX:     # (classify.pxi) a table counts as an entry too
+        if _leaf_count >= _LEAF_CACHE_MAX:
+            _leaf_cache.clear()
+            _leaf_count = 0
+        _leaf_cache[name] = fresh
+        _leaf_count += 1
     return fresh
 
 
