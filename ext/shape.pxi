@@ -136,6 +136,7 @@ cdef class ShapeCollector:
     cdef public int max_depth, max_paths, max_items
     cdef public dict examples       # path -> redacted example; None unless examples are kept
     cdef public bint rpc            # a root member is named query, jsonrpc or extensions
+    cdef public dict rpc_strings    # then: the root object's whole string members, for a body cut short
     # the JSON document json_bytes reads (held by its caller) and its key-path tree
     cdef const unsigned char* buf
     cdef Py_ssize_t size, root      # its length; where its root value starts
@@ -632,6 +633,12 @@ cdef class ShapeCollector:
                 values += 1
         if parent == 0 or (self.nodes[parent].size == _ELEMENT and self.nodes[parent].parent == 0):
             self.rpc = self.rpc or self.rpc_members(base, n)
+            if self.rpc and parent == 0:
+                self.rpc_strings = {self.text(self.members[k].key, self.members[k].size, False):
+                                    self.text(self.buf + self.members[k].value + 1,
+                                              self.members[k].quote - self.members[k].value - 1,
+                                              self.members[k].escaped)
+                                    for k in range(base, base + n) if self.members[k].quote >= 0}
         if values == 0:
             for k in range(base, base + n):
                 if self.members[k].node >= 0:

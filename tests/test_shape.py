@@ -378,6 +378,18 @@ def test_graphql_fragment_bombs_and_deep_nesting_are_cheap():
 
 # -- JSON-RPC
 
+def test_graphql_and_jsonrpc_cut_at_the_body_cap_keep_their_operation():
+    body = json.dumps({"operationName": "GetUser", "query": "query GetUser($id: ID!) { user(id: $id) { name } }",
+                       "variables": {"id": "u1", "note": "x" * 200}}).encode()
+    s = shape(body[:-40], truncated=True)
+    assert s.kind == "graphql" and s.operation == {"kind": "graphql", "type": "query", "name": "GetUser"}
+    assert s.truncated and s.fields == {"user": "query"}       # the variables were cut: not read
+    s = shape(body[:60], truncated=True)                        # the query itself cut short: plain JSON
+    assert s.kind == "json" and s.operation is None
+    rpc = json.dumps({"jsonrpc": "2.0", "method": "eth_call", "params": [{"to": "0xab"}, "x" * 50]}).encode()
+    assert shape(rpc[:50], truncated=True).operation == {"kind": "jsonrpc", "method": "eth_call"}
+
+
 def test_jsonrpc_single_batch_and_response():
     single = shape({"jsonrpc": "2.0", "method": "eth_getBalance", "params": ["0xde0b", "latest"], "id": 1})
     assert single.operation == {"kind": "jsonrpc", "method": "eth_getBalance"}

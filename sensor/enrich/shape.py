@@ -426,7 +426,7 @@ def _read_json(data, params, col, truncated):
         try:
             doc = json.loads(data)
         except (ValueError, RecursionError):
-            doc = None
+            doc = col.rpc_strings       # cut short: its query, operationName, jsonrpc, method as far as whole
         graphql = ShapeCollector(col.max_depth, col.max_paths, col.max_items)
         graphql.examples = {} if col.examples is not None else None
         operation = _graphql_requests(doc, graphql)
