@@ -20,7 +20,10 @@ raises: garbage gives a Shape of that kind with no fields.
 Key paths:
 - JSON: `user.address.city`; array elements `items[]`, `items[].id` (an
   array's shape is the union of its elements'); a top-level array `[]`,
-  `[].id`. NDJSON lines are the elements of a top-level array.
+  `[].id`. NDJSON lines are the elements of a top-level array. A key
+  repeated in one object counts with each of its values. A body cut short
+  (or broken off) has the shape of what was read: a string cut short is a
+  `string`, a number or literal cut short is dropped.
 - Objects whose keys are values (ids, uuids, emails, dates, numbers: a key
   with a value format, a long digit run, or not shaped like a name) are maps:
   such keys become `{key}` (all of an object's keys when half of them are).
