@@ -10,14 +10,13 @@
 # private key, the IPv6 parse) and the analysis of key names stay in
 # classify.py, set once by classify_setup().
 #
-# Python semantics are kept exactly, non-ASCII text included: str.isdigit()
-# holds for '²' and '٣', a regex's \d for '٣' but not '²'.
+# Digits are ASCII digits: value_format reads only ASCII text, and a value
+# with other characters takes no class written in digits (value_only_classes).
 from cpython.dict cimport PyDict_GetItemWithError
 from libc.string cimport memchr
 from cpython.ref cimport PyObject
 from cpython.unicode cimport (PyUnicode_Check, PyUnicode_GET_LENGTH, PyUnicode_KIND, PyUnicode_DATA,
-                              PyUnicode_READ, PyUnicode_1BYTE_KIND, Py_UNICODE_ISDIGIT, Py_UNICODE_ISDECIMAL,
-                              Py_UNICODE_ISSPACE)
+                              PyUnicode_READ, PyUnicode_1BYTE_KIND, Py_UNICODE_ISSPACE)
 
 cdef extern from "Python.h":
     bint PyUnicode_IS_ASCII(object o)
@@ -52,7 +51,6 @@ cdef enum:
     K_DOT = 1 << 14
     K_OTHER = 1 << 15       # any other ASCII character
     K_WIDE = 1 << 16        # not ASCII
-    K_ISDIGIT = 1 << 17     # and, besides its class: str.isdigit() holds
     K_ALNUM = K_DIGIT | K_HEXL | K_LOWER | K_HEXU | K_UPPER
 
 cdef uint32_t _CHAR_CLASS[256]      # of Latin-1 characters; wider ones by char_class()
@@ -63,9 +61,9 @@ cdef void init_char_classes():
     cdef uint32_t k
     for ch in range(256):
         if ch >= 128:
-            k = K_WIDE | (K_ISDIGIT if Py_UNICODE_ISDIGIT(ch) else 0)     # '²', '³', '¹'
+            k = K_WIDE
         elif 48 <= ch <= 57:
-            k = K_DIGIT | K_ISDIGIT
+            k = K_DIGIT
         elif 97 <= ch <= 102:
             k = K_HEXL
         elif 103 <= ch <= 122:
@@ -88,7 +86,7 @@ init_char_classes()
 cdef inline uint32_t char_class(uint32_t ch) noexcept:
     if ch < 256:
         return _CHAR_CLASS[ch]
-    return K_WIDE | (K_ISDIGIT if Py_UNICODE_ISDIGIT(ch) else 0)
+    return K_WIDE
 
 
 cdef struct ValueScan:
@@ -97,7 +95,7 @@ cdef struct ValueScan:
     void* data
     uint32_t c0         # first character (n > 0)
     uint32_t seen       # classes (K_DIGIT .. K_WIDE) of some character
-    uint32_t every      # bits every character has: K_ISDIGIT is str.isdigit()
+    uint32_t every      # classes every character has: K_DIGIT, all digits
 
 
 cdef void scan_value(str value, ValueScan* s) noexcept:
@@ -112,7 +110,7 @@ cdef void scan_value(str value, ValueScan* s) noexcept:
         every &= k
     s.n, s.kind, s.data = n, kind, data
     s.c0 = PyUnicode_READ(kind, data, 0) if n else 0
-    s.seen, s.every = seen & ~K_ISDIGIT, every
+    s.seen, s.every = seen, every
 
 
 cdef inline uint32_t char_at(ValueScan* s, Py_ssize_t i) noexcept:
@@ -131,24 +129,14 @@ cdef inline bint is_ascii_digit(uint32_t ch) noexcept:
     return 48 <= ch <= 57
 
 
-cdef inline bint is_decimal(uint32_t ch) noexcept:
-    """A regex's \\d."""
-    return 48 <= ch <= 57 if ch < 128 else Py_UNICODE_ISDECIMAL(ch)
-
-
-cdef inline bint is_digit_char(uint32_t ch) noexcept:
-    """str.isdigit() of one character."""
-    return 48 <= ch <= 57 if ch < 128 else Py_UNICODE_ISDIGIT(ch)
-
-
 cdef inline bint is_ascii_letter(uint32_t ch) noexcept:
     return 65 <= (ch & ~32) <= 90
 
 
 cdef Py_ssize_t decimal_run(ValueScan* s, Py_ssize_t i) noexcept:
-    """How many \\d start at i."""
+    """How many digits start at i."""
     cdef Py_ssize_t j = i
-    while j < s.n and is_decimal(char_at(s, j)):
+    while j < s.n and is_ascii_digit(char_at(s, j)):
         j += 1
     return j - i
 
@@ -275,13 +263,13 @@ cdef bint octet_ok(ValueScan* s, Py_ssize_t i, Py_ssize_t n) noexcept:
         return False
     a = char_at(s, i)
     if n == 1:
-        return is_decimal(a)
+        return is_ascii_digit(a)
     if n == 2:
-        return 49 <= a <= 57 and is_decimal(char_at(s, i + 1))
+        return 49 <= a <= 57 and is_ascii_digit(char_at(s, i + 1))
     b, c = char_at(s, i + 1), char_at(s, i + 2)
     if a == 50:
-        return (b == 53 and 48 <= c <= 53) or (48 <= b <= 52 and is_decimal(c))
-    return a == 49 and is_decimal(b) and is_decimal(c)
+        return (b == 53 and 48 <= c <= 53) or (48 <= b <= 52 and is_ascii_digit(c))
+    return a == 49 and is_ascii_digit(b) and is_ascii_digit(c)
 
 
 cdef bint is_ipv4(ValueScan* s) noexcept:
@@ -432,7 +420,7 @@ cpdef str value_format(value):
     if not number and memchr(PyUnicode_DATA(text), 32, n) != NULL:
         return None         # text: only a number or a date-time may hold a space, settled before reading it all
     scan_value(text, &s)
-    if s.every & K_ISDIGIT:
+    if s.every & K_DIGIT:
         return "integer"
     if number:
         if n >= 10 and char_at(&s, 4) == 45:
@@ -539,8 +527,8 @@ cdef bint is_card(ValueScan* s) noexcept:
     cdef unsigned char d[19]
     cdef Py_ssize_t i, nd = 0, group = 0, groups = 1
     cdef uint32_t ch, sep = 32 if s.seen & K_SPACE else 45
-    if s.every & K_ISDIGIT:
-        if s.seen & K_WIDE or s.n > 19:
+    if s.every & K_DIGIT:
+        if s.n > 19:
             return False
         for i in range(s.n):
             d[i] = <unsigned char>(char_at(s, i) - 48)
@@ -552,7 +540,7 @@ cdef bint is_card(ValueScan* s) noexcept:
                 return False
             groups += 1
             group = 0
-        elif is_ascii_digit(ch) and nd < 19:    # a digit that is not ASCII leaves the number non-ASCII: no card
+        elif is_ascii_digit(ch) and nd < 19:
             d[nd] = <unsigned char>(ch - 48)
             nd += 1
             group += 1
@@ -584,14 +572,14 @@ cdef inline bint matches_ascii(const uint32_t* d, const char* word) noexcept:
 
 
 cdef bint is_ssn(ValueScan* s) noexcept:
-    """ddddddddd (the caller saw 9 str.isdigit() characters) or ddd-dd-dddd."""
+    """ddddddddd (the caller saw 9 digits) or ddd-dd-dddd."""
     cdef uint32_t d[9]
     cdef Py_ssize_t i, j = 0
     for i in range(s.n):
         if s.n == 11 and (i == 3 or i == 6):
             continue
         d[j] = char_at(s, i)
-        if not is_digit_char(d[j]):
+        if not is_ascii_digit(d[j]):
             return False
         j += 1
     return ssn_ok(d)
@@ -739,7 +727,7 @@ cdef bint is_phone(ValueScan* s, bint named) noexcept:
     if named:
         for i in range(s.n):
             ch = char_at(s, i)
-            if is_decimal(ch):
+            if is_ascii_digit(ch):
                 digits += 1
             elif not (ch == 32 or ch == 40 or ch == 41 or ch == 46 or ch == 45):
                 return False
@@ -787,7 +775,7 @@ cdef tuple value_only_classes(str value, ValueScan* s, int hints):
         # digits: '1²3456789' is no SSN (and int() would choke on it)
         return ("email",) if s.seen & K_AT and _is_email(value) else ()
     if is_ascii_digit(c):
-        if n <= 45 and s.every & K_ISDIGIT:
+        if n <= 45 and s.every & K_DIGIT:
             if 13 <= n <= 19 and is_card(s):
                 return ("payment_card",)
             if n == 9 and hints & H_SSN and is_ssn(s):
@@ -822,8 +810,8 @@ cdef tuple value_only_classes(str value, ValueScan* s, int hints):
             return _bearer_classes(value)
         if n == 20 and is_aws_access_key(s):
             return ("aws_access_key",)
-        if (15 <= n <= 42 and is_ascii_letter(char_at(s, 1)) and is_digit_char(char_at(s, 2))
-                and is_digit_char(char_at(s, 3)) and _is_iban(value)):
+        if (15 <= n <= 42 and is_ascii_letter(char_at(s, 1)) and is_ascii_digit(char_at(s, 2))
+                and is_ascii_digit(char_at(s, 3)) and _is_iban(value)):
             return ("iban",)
         if hints & H_DOB and _is_birth_date(value):
             return ("date_of_birth",)
