@@ -65,23 +65,28 @@ cdef Py_ssize_t _LEAF_CACHE_MAX = 16384
 cdef Py_ssize_t _CACHED_LEAF_MAX = 64       # longer values are not kept
 
 
-cdef dict leaf_table(name):
+cdef void leaf_entry() except *:
+    """Counts one more entry (a value, or a name's table), emptying the cache
+    when full: a table that was in use stays with its node until the walk ends."""
     global _leaf_count
+    if _leaf_count >= _LEAF_CACHE_MAX:
+        _leaf_cache.clear()
+        _leaf_count = 0
+    _leaf_count += 1
+
+
+cdef dict leaf_table(name):
     cdef PyObject* table = PyDict_GetItem(_leaf_cache, name)
     if table != NULL:
         return <dict>table
     fresh = {}
-    if name is None or len(name) <= _CACHED_NAME_MAX:     # (classify.pxi) a table counts as an entry too
-        if _leaf_count >= _LEAF_CACHE_MAX:
-            _leaf_cache.clear()
-            _leaf_count = 0
+    if name is None or len(name) <= _CACHED_NAME_MAX:     # (classify.pxi) names are data too
+        leaf_entry()
         _leaf_cache[name] = fresh
-        _leaf_count += 1
     return fresh
 
 
 cdef tuple leaf_info(dict table, str text, name):
-    global _leaf_count
     cdef bint kept = len(text) <= _CACHED_LEAF_MAX
     cdef PyObject* hit = PyDict_GetItem(table, text) if kept else NULL
     if hit != NULL:
@@ -92,13 +97,8 @@ cdef tuple leaf_info(dict table, str text, name):
         index = _FORMAT_INDEX[fmt] = type_index("string:" + fmt if fmt else "string")
     cdef tuple info = (index, value_classes(text, name))
     if kept:
-        if _leaf_count >= _LEAF_CACHE_MAX:
-            _leaf_cache.clear()
-            table.clear()
-            _leaf_cache[name] = table
-            _leaf_count = 0
+        leaf_entry()
         table[text] = info
-        _leaf_count += 1
     return info
 
 
@@ -634,11 +634,7 @@ cdef class ShapeCollector:
         if parent == 0 or (self.nodes[parent].size == _ELEMENT and self.nodes[parent].parent == 0):
             self.rpc = self.rpc or self.rpc_members(base, n)
             if self.rpc and parent == 0:
-                self.rpc_strings = {self.text(self.members[k].key, self.members[k].size, False):
-                                    self.text(self.buf + self.members[k].value + 1,
-                                              self.members[k].quote - self.members[k].value - 1,
-                                              self.members[k].escaped)
-                                    for k in range(base, base + n) if self.members[k].quote >= 0}
+                self.rpc_strings = self.strings(base, n)
         if values == 0:
             for k in range(base, base + n):
                 if self.members[k].node >= 0:
@@ -670,6 +666,17 @@ cdef class ShapeCollector:
         if m.quote >= 0:
             return self.json_string(m.value, m.quote, m.escaped, node)
         return self.walk(m.value, node, depth)
+
+    cdef dict strings(self, Py_ssize_t base, Py_ssize_t n):
+        """{key: text} of the listed members whose value is a whole string."""
+        cdef dict found = {}
+        cdef Member* m
+        for k in range(base, base + n):
+            m = &self.members[k]
+            if m.quote >= 0 and m.node >= 0:
+                found[<object>PyList_GET_ITEM(self.names, m.node)] = self.text(self.buf + m.value + 1,
+                                                                              m.quote - m.value - 1, m.escaped)
+        return found
 
     cdef bint rpc_members(self, Py_ssize_t base, Py_ssize_t n) noexcept:
         """A root member named as GraphQL and JSON-RPC requests name theirs."""
