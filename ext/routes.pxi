@@ -73,6 +73,7 @@ cdef class RouteNode:
     cdef public Py_ssize_t distinct # parameter node: distinct values seen, up to `conclusive`
     cdef public set seen            # ... their hashes until then
     cdef public set parents         # literal under a parameter: hashes of the values it came under
+    cdef public frozenset shape     # key paths of the first response shape of a GET ending here
 
     def __init__(self, bint pinned=False, bint namespace=False, bint is_param=False):
         self.children = {}
@@ -100,30 +101,32 @@ cdef class RouteWalker:
     cdef public Py_ssize_t settle_count, conclusive, max_nodes, max_total_nodes, max_hosts, max_depth
     cdef public Py_ssize_t cache_size, total_nodes
 
-    def learn(self, str host, str path):
+    def learn(self, str host, str path, frozenset shape=None):
         """Observes a request path and resolves it, but observes no more
         than can matter: past _OBSERVED_ENOUGH times the same path changes
-        nothing the learner decides by (its counts matter up to settle_count)."""
+        nothing the learner decides by (its counts matter up to settle_count).
+        shape: the key paths of a GET's successful response, when it had some."""
         cdef tuple key = (host, path)
         n = self.observed.get(key, 0)
         if n < _OBSERVED_ENOUGH:
-            self._observe(host, path)
+            self._observe(host, path, shape)
             if len(self.observed) >= _OBSERVED_MAX:
                 self.observed.clear()
             self.observed[key] = n + 1
         return self._resolution(key)
 
-    def observe(self, str host, str path):
-        """Counts a request path (percent-encoded, no query) of a host."""
-        self._observe(host, path)
+    def observe(self, str host, str path, frozenset shape=None):
+        """Counts a request path (percent-encoded, no query) of a host, and
+        the key paths of the response shape it got (see learn)."""
+        self._observe(host, path, shape)
 
     def resolve(self, str host, str path):
         """The Resolution of a request path of a host."""
         return self._resolution((host, path))
 
-    cdef int _observe(self, str host, str path) except -1:
+    cdef int _observe(self, str host, str path, frozenset shape) except -1:
         cdef RouteTree tree = self._tree(host)
-        cdef RouteNode node = tree.root, child
+        cdef RouteNode node = tree.root, child, parent = None
         cdef str prev = "", seg
         cdef Py_ssize_t depth = 0
         cdef int kind
@@ -148,10 +151,15 @@ cdef class RouteWalker:
             elif node.is_param and not child.pinned:
                 self._note_parent(tree, child, {hash(prev)})
             child.count += 1
+            parent = node
             node = child
             prev = seg
             depth += 1
         node.ends += 1
+        if shape is not None and node.shape is None and parent is not None and not node.pinned \
+                and not node.is_param:
+            node.shape = shape
+            self._shaped(tree, parent)
         return 0
 
     cdef _resolution(self, tuple key):

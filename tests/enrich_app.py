@@ -229,11 +229,10 @@ def make_data(fake):
                                       "lastSeen": "2024-11-%02dT08:15:00Z" % fake.rng.randint(1, 28)}
                         for ip in (fake.ipv4(), fake.ipv6())},
         }
-    colours = ["red", "blue", "green", "black", "white", "navy", "olive", "grey", "amber", "teal", "coral", "ivory",
-               "plum", "sand", "rust", "mint"]
-    things = ["shoes", "hat", "scarf", "jacket", "socks", "gloves", "boots", "belt", "bag", "cap", "vest", "shorts",
-              "parka", "beanie", "sandals", "hoodie"]
-    # slugs are values too: none may leave before the route learner folds them
+    colours = ["red", "blue", "green", "black", "olive"]
+    things = ["shoes", "hat", "scarf", "jacket", "socks"]
+    # slugs are values too: none may leave before the route learner folds
+    # them, which five products answering with one shape must make it do
     products = {fake.plant("%s-%s" % (c, t)): {
         "name": "%s %s" % (c.title(), t), "gtin": fake.ean13(), "price": round(fake.rng.uniform(5, 200), 2),
         "stock": fake.rng.randint(0, 90), "updatedAt": fake.millis()} for c, t in zip(colours, things)}

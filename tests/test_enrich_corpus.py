@@ -241,8 +241,13 @@ def test_body_cap_zero_reads_no_body(corpus):
         if findings(r) - TOLERATED != want:
             wrong.append("%s: found %s, want %s" % (p.what, findings(r) - TOLERATED, want))
     assert not wrong, "\n".join(wrong)
+    # without response shapes five product slugs are too few to fold by
+    # count alone (docs/records.md): they, in url.path, are all that leaves
     low = out.decode().lower()
-    assert not [v for v in corpus.fake.planted if v.lower() in low]
+    slugs = set(corpus.api.data["products"])
+    assert {v for v in corpus.fake.planted if v.lower() in low} == slugs
+    assert all(r["url.path"].rpartition("/")[2] in slugs for r in recs
+               if any(s in json.dumps(r) for s in slugs))
 
 
 # ------------------------------------------------------------------ routes

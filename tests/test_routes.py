@@ -66,6 +66,43 @@ def test_slugs_fold_after_enough_distinct_values_and_not_before():
     assert learner.resolve("h", "/posts/yet-another").settled
 
 
+PRODUCT = frozenset(("slug", "name", "price", "stock", "updatedAt"))
+
+
+def test_slugs_whose_responses_share_a_shape_fold_early():
+    """Three products answering with one shape are one endpoint, long before
+    their count could say so; optional fields may come and go."""
+    learner = RouteLearner()
+    learner.observe("h", "/products/red-shoes", PRODUCT)
+    learner.observe("h", "/products/blue-hat", PRODUCT | {"discount"})
+    assert route(learner, "/products/red-shoes", "h") == "/products/red-shoes"
+    learner.observe("h", "/products/olive-scarf", PRODUCT - {"stock"})
+    for slug in ("red-shoes", "blue-hat", "olive-scarf", "never-seen"):
+        r = learner.resolve("h", f"/products/{slug}")
+        assert (r.route, r.masked) == ("/products/{productId}", "/products/{productId}")
+        assert r.settled and 0 < r.confidence < 1
+
+
+def test_siblings_of_different_shapes_or_under_a_namespace_stay_literal():
+    learner = RouteLearner()
+    shapes = [PRODUCT, frozenset(("total", "items", "items[].id", "items[].sku")),
+              frozenset(("enabled", "limits", "limits.daily", "region"))]
+    for name, shape in zip(("catalog", "orders", "settings-page"), shapes):
+        learner.observe("h", f"/shop/{name}", shape)
+    assert route(learner, "/shop/orders", "h") == "/shop/orders"
+    # resource names under the root, a namespace or a version answer alike
+    # (list envelopes) and still are names
+    for name in ("widgets", "gadgets", "gizmos", "doodads"):
+        learner.observe("h", f"/api/v1/{name}", PRODUCT)
+        learner.observe("h", f"/{name}", PRODUCT)
+    assert route(learner, "/api/v1/gizmos", "h") == "/api/v1/gizmos"
+    assert route(learner, "/gizmos", "h") == "/gizmos"
+    # sub-resources after a parameter too
+    for what in ("contacts", "devices", "addresses"):
+        learner.observe("h", f"/users/42/{what}", PRODUCT)
+    assert route(learner, "/users/42/devices", "h") == "/users/{userId}/devices"
+
+
 def test_a_hot_value_folds_with_the_rare_ones():
     learner = learn(["/users/alice"] * 30 + [f"/users/user-{c}" for c in "abcdefghijk"])
     assert route(learner, "/users/alice") == "/users/{userId}"

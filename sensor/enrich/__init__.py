@@ -122,9 +122,9 @@ class Enricher:
         learn = self.routes.learn
         for t in txns:
             if type(t) is Txn:
-                host, path = self.enrich(t)
+                host, path, shape = self.enrich(t)
                 if path is not None:
-                    r = learn(host, path)
+                    r = learn(host, path, shape)
                     if not r.settled:
                         self.held.append((t, host, path, time.monotonic()))
                         self.counters["records_held"] += 1
@@ -183,11 +183,12 @@ class Enricher:
                     t.extra.append(("sensor.examples.path", params))
 
     def enrich(self, t):
-        """Fills t.extra with everything but the route; returns (host, path)
-        for the route learner (path None when there is no request path)."""
+        """Fills t.extra with everything but the route; returns (host, path,
+        response key paths) for the route learner (path None when there is
+        no request path; key paths only of a successful GET's response)."""
         extra = t.extra = []
         found = {}          # (class, where, name) -> count
-        host = path = None
+        host = path = learned = None
         query_pairs = cookies = ()
         fields = t.req_fields or ()
         if t.method is not None:
@@ -232,6 +233,8 @@ class Enricher:
                 found[k] = found.get(k, 0) + count
             if side == 0 and shape.operation:
                 operation = shape.operation
+            elif side == 1 and t.method == "GET" and type(t.status) is int and 200 <= t.status < 300:
+                learned = shape.paths
         t.release_bodies()
         for name, value in fields:
             if name == "soapaction" and value.strip('" '):
@@ -241,7 +244,7 @@ class Enricher:
         if found:
             extra.append(("sensor.sensitive", [{"class": c, "in": w, "name": n, "count": k}
                                                for (c, w, n), k in sorted(found.items())]))
-        return host, path
+        return host, path, learned
 
     def body(self, t, side, data, ctype, coding):
         truncated = bool(t.flags & _FLAG["request_body_truncated" if side == 0 else "response_body_truncated"])

@@ -28,7 +28,11 @@ A segment is, on its own (see `segment_type`):
   parent, most of them seen fewer than `settle_count` times (resource names
   are called again and again, ids and slugs mostly a few times each), and
   half the siblings sharing a continuation (ending there, a parameter, the
-  same next literal, or next literals of their own). Positions right under
+  same next literal, or next literals of their own); or sooner, once
+  `shape_siblings` literals (and two thirds of those with one) answered
+  GETs with successful responses of one shape (`learn(..., shape)`: key
+  paths, three quarters shared): /products/red-shoes, /products/blue-hat
+  and /products/olive-scarf are one endpoint. Positions right under
   the root, a namespace or a version hold resource names (/api/users,
   /api/orders, ...) and fold only past `max_distinct`, which bounds every
   position anyway. Right after a
@@ -204,6 +208,12 @@ def load_hints(path):
         return parse_hints(f.read(), str(path))
 
 
+def _similar(a, b):
+    """Two responses' key paths are one shape: most of them shared (optional
+    fields come and go)."""
+    return 4 * len(a & b) >= 3 * len(a | b)
+
+
 def _host_without_port(host):
     if host.startswith("["):
         return host[:host.find("]") + 1]
@@ -215,10 +225,11 @@ class RouteLearner(RouteWalker):
     """The walks of each request (observe, resolve) are RouteWalker's, in
     ext/routes.pxi; the learning they call on is here."""
 
-    def __init__(self, hints=None, min_distinct=10, max_distinct=64, settle_count=10,
+    def __init__(self, hints=None, min_distinct=10, max_distinct=64, settle_count=10, shape_siblings=3,
                  max_nodes=10000, max_total_nodes=200000, max_hosts=1024, max_depth=64, cache_size=65536):
         self.hints = list(hints or ())
         self.min_distinct = min_distinct
+        self.shape_siblings = shape_siblings
         self.max_distinct = max_distinct
         self.settle_count = settle_count
         self.max_nodes = max_nodes
@@ -287,9 +298,17 @@ class RouteLearner(RouteWalker):
             return node.param
         return child
 
+    def _shaped(self, tree, node):
+        """A child of `node` got its response shape: the position may now
+        prove to hold values by its siblings' shapes."""
+        if any(not c.pinned for c in node.children.values()) and self._holds_values(node):
+            self._collapse(tree, node)
+
     def _holds_values(self, node):
         plain = [c for c in node.children.values() if not c.pinned]
         if len(plain) > self.max_distinct:
+            return True
+        if not (node.namespace or node.is_param) and self._alike(plain):
             return True
         if node.namespace or len(plain) <= self.min_distinct or (node.is_param and node.distinct < 2):
             return False
@@ -310,6 +329,17 @@ class RouteLearner(RouteWalker):
             for key in nexts:
                 votes[key] = votes.get(key, 0) + 1
         return max(votes.values(), default=0) * 2 >= voters
+
+    def _alike(self, plain):
+        """True when `shape_siblings` or more of these literals (and two
+        thirds of those with a shape) answered GETs with responses of one
+        shape: /products/red-shoes, /products/blue-hat... are one endpoint
+        long before their count could tell."""
+        shapes = [c.shape for c in plain if c.shape is not None]
+        if len(shapes) < self.shape_siblings:
+            return False
+        best = max(sum(_similar(a, b) for b in shapes) for a in shapes)
+        return best >= self.shape_siblings and 3 * best >= 2 * len(shapes)
 
     def _collapse(self, tree, node):
         """Folds the plain literal children of `node` into its parameter node."""
@@ -336,6 +366,8 @@ class RouteLearner(RouteWalker):
         into.count += node.count
         into.ends += node.ends
         into.pinned |= node.pinned
+        if into.shape is None:
+            into.shape = node.shape
         if node.variable > into.variable:
             into.variable, into.name = node.variable, node.name
         if node.is_param:

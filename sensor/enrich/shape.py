@@ -86,6 +86,8 @@ _CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # the caches hold names, and keys that are data: bounded in entries and in
 # the size of what they keep
 _VALUE_KEY_CACHE_MAX = 16384
+# a shape with fewer fields says too little to tell endpoints apart (Shape.paths)
+_SIBLING_FIELDS = 3
 _CACHED_KEY_MAX = 256
 _value_key_cache = {}
 
@@ -130,7 +132,7 @@ class Shape:
     """The shape of one body: kind, fields, fingerprint, findings,
     operation (see the module docstring)."""
     __slots__ = ("kind", "fields", "findings", "operation", "truncated", "limits", "compressed",
-                 "fingerprint", "examples", "record")
+                 "fingerprint", "examples", "record", "paths")
 
     def __init__(self, kind, collector, truncated=False, operation=None, compressed=False):
         self.kind = kind
@@ -145,6 +147,7 @@ class Shape:
         self.operation = operation
         self.compressed = compressed
         self.record = None
+        self.paths = frozenset(self.fields) if len(self.fields) >= _SIBLING_FIELDS else None
 
     def to_record(self):
         """The record's value (made once: a body seen again shares it)."""
