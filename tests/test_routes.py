@@ -27,7 +27,8 @@ def route(learner, path, host="shop.example"):
     ("bob@corp", "at"), ("2024-01-31", "date"), ("GB82WEST12345698765432", "iban"), ("+14155550123", "phone"),
     ("eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl", "jwt"), ("sk_live_4eC39HqLyjWDarjtT1zdp7dc", "base64"),
     ("order-123456", "digits"), ("app.3f9a8b7c.js", "hex"), ("k3j4h5g6f7d8s9a0q-x", "token"),
-    ("1234.56-7", "number"), ("x" * 101, "long"),
+    ("1234.56-7", "number"), ("x" * 101, "long"), ("x9f3k", "token"), ("s3cr3tT0ken", "token"),
+    ("a1b2c3", "token"), ("k8s", None), ("i18n", None), ("oauth2callback", None), ("x86_64", None),
     ("users", None), ("v1", None), ("v2beta", None), ("openapi.json", None), ("my-first-post-2024", None),
     ("oauth2-authorization-server", None), ("getUserAccountSettingsById", None), ("true", None),
 ])

@@ -90,6 +90,7 @@ _DIGIT_RUN = re.compile(r"\d{5}")
 _HEX_ID = re.compile(r"(?=[a-f]*\d)[0-9a-f]{8,}\Z", re.I)
 _WORD = re.compile(r"(?:[a-z]+\d{0,2}|\d{1,4})?\Z", re.I)   # "orders", "oauth2", "2024", ""
 _SEPARATORS = re.compile(r"[-_.~+=,:]")
+_TURNS = re.compile(r"(?<=[A-Za-z])(?=\d)|(?<=\d)(?=[A-Za-z])")     # between a letter and a digit
 
 
 def segment_type(seg):
@@ -127,12 +128,16 @@ def _classify(seg):
 
 def _random_type(seg):
     """"hex" or "token" when a segment, or a part of it between separators,
-    looks machine-made rather than made of words (app.3f9a8b7c.js)."""
+    looks machine-made rather than made of words (app.3f9a8b7c.js), or its
+    letters and digits take turns three times or more (x9f3k, s3cr3tT0ken;
+    words with digits take two at most: k8s, i18n, oauth2callback)."""
     parts = _SEPARATORS.split(seg)
     for part in parts:
         if _HEX_ID.match(part):
             return "hex"
     if len(seg) >= 16 and any(c.isdigit() for c in seg) and not all(_WORD.match(p) for p in parts):
+        return "token"
+    if len(_TURNS.findall(seg)) >= 3:
         return "token"
     return None
 
