@@ -354,6 +354,14 @@ cdef class RecordEncoder:
         if t.alpn is not None:
             wb_key(b, b"tls.next_protocol", 17); wb_pystr(b, t.alpn)
             keys += 1
+        # the HTTP inside is unread: its auth scheme is mutual TLS or unknown
+        wb_key(b, b"sensor.tls.client_auth", 22); wb_pystr(b, t.client_auth)
+        wb_key(b, b"sensor.auth", 11); wb_map(b, 1); wb_key(b, b"scheme", 6)
+        if t.client_auth == "certificate":
+            wb_str(b, b"mtls", 4)
+        else:
+            wb_str(b, b"unknown", 7)
+        keys += 2
         wb_completeness(b, t.flags)
         wb_map_end(b, hdr, keys + 1)
         return 0

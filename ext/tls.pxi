@@ -1,14 +1,18 @@
-# tls: what a sensor can learn of an encrypted connection from its hellos.
+# tls: what a sensor can learn of an encrypted connection from its handshake.
 #
 # The ClientHello gives the server name (SNI), the ALPN protocols offered and
 # the versions offered; the ServerHello the version and cipher chosen and,
 # up to TLS 1.2, the ALPN protocol chosen (TLS 1.3 moves it into encrypted
-# extensions). One `tls` record per connection, so an inventory knows which
-# hosts speak h2 over TLS. Hello bytes are collected in the direction's
-# bounded HTTP/1 buffer (unused on a TLS connection) and parsed once whole.
+# extensions). Up to TLS 1.2 the rest of the handshake is in the clear too:
+# whether the server asked for a client certificate (CertificateRequest) and
+# whether the client sent one, mutual TLS, its auth scheme. One `tls` record
+# per connection, so an inventory knows which hosts speak h2 over TLS and how
+# clients authenticate. Handshake bytes are collected in the direction's
+# bounded HTTP/1 buffer (unused on a TLS connection) until the direction's
+# cleartext handshake ends, and parsed as messages become whole.
 
 cdef enum:
-    TLS_MAX_HELLO = 32768           # bytes collected before giving up on a hello
+    TLS_MAX_HELLO = 32768           # bytes collected before giving up on a handshake
 
 
 
@@ -19,8 +23,10 @@ cdef class TlsInfo:
     cdef public int64_t start_ns, end_ns
     cdef public object server_name, alpn_offered, versions_offered
     cdef public object version, cipher, alpn
+    cdef public object client_auth      # "certificate", "requested", "none", "unknown" (see tls_emit)
     cdef public uint32_t flags
     cdef bint emitted
+    cdef bint client_cert               # the client sent a certificate
 
     @property
     def completeness(self):
@@ -47,22 +53,41 @@ cdef str tls_version_name(int v):
 cdef inline bint grease(int v) noexcept:
     return (v & 0x0F0F) == 0x0A0A and (v >> 8) == (v & 0xFF)
 
-cdef bytes tls_handshake(bytes raw):
-    """The first handshake message, gathered across records; None until whole."""
-    cdef bytes hs = b""
+cdef bint tls_records_whole(const uint8_t* b, uint32_t n) noexcept nogil:
+    """True when the bytes collected end where a record ends, or a record
+    other than a handshake begins: only then is parsing them worth it (a
+    peer dribbling a handshake a byte a segment costs a header walk each)."""
+    cdef uint32_t off = 0
+    while off + 5 <= n:
+        if b[off] != 0x16:
+            return True
+        off += 5 + ((b[off + 3] << 8) | b[off + 4])
+    return off == n
+
+
+cdef tuple tls_messages(bytes raw):
+    """(the whole handshake messages at the start of `raw`, gathered across
+    records; True when a record other than a handshake follows them: the
+    direction's handshake in the clear is over)."""
+    cdef bytearray hs = bytearray()
+    cdef list msgs = []
     cdef Py_ssize_t off = 0, ln
-    while off + 5 <= len(raw) and raw[off] == 0x16:
-        ln = (raw[off + 3] << 8) | raw[off + 4]
-        if off + 5 + ln > len(raw):
-            hs += raw[off + 5:]
+    cdef bint ended = False
+    while off + 5 <= len(raw):
+        if raw[off] != 0x16:
+            ended = True
             break
+        ln = (raw[off + 3] << 8) | raw[off + 4]
         hs += raw[off + 5:off + 5 + ln]
         off += 5 + ln
-        if len(hs) >= 4 and len(hs) >= 4 + ((hs[1] << 16) | (hs[2] << 8) | hs[3]):
+    off = 0
+    while off + 4 <= len(hs):
+        ln = (hs[off + 1] << 16) | (hs[off + 2] << 8) | hs[off + 3]
+        if off + 4 + ln > len(hs):
             break
-    if len(hs) < 4 or len(hs) < 4 + ((hs[1] << 16) | (hs[2] << 8) | hs[3]):
-        return None
-    return hs[:4 + ((hs[1] << 16) | (hs[2] << 8) | hs[3])]
+        msgs.append(bytes(hs[off:off + 4 + ln]))
+        off += 4 + ln
+    return msgs, ended
 
 cdef list tls_extensions(bytes body, Py_ssize_t off):
     cdef list out = []
@@ -130,33 +155,56 @@ cdef TlsInfo tls_info(Engine eng, Flow* f):
         f.tls = <PyObject*>t
     return <TlsInfo>f.tls
 
-# Hello bytes of direction d. Parsing stops for good once both hellos are read.
+# Handshake bytes of direction d, parsed again as they grow (at most
+# TLS_MAX_HELLO): the hello once, then up to TLS 1.2 the server's flight to
+# ServerHelloDone (did it ask for a certificate?) and the client's to its
+# ChangeCipherSpec (did it send one?).
 cdef void tls_data(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n, int64_t ts):
     cdef H1* h = &f.half[d].h1
     cdef TlsInfo t
+    cdef bint done = False
     if h.state == H1_OFF:
         return
-    if h.len + n > TLS_MAX_HELLO or not h1_buf_append(h, p, n, eng):
-        h.state = H1_OFF
-        h1_buf_free(h, eng)
+    if h.len + n > TLS_MAX_HELLO or not h1_buf_append(h, p, n, eng) or h.buf[0] != 0x16:
+        tls_done(eng, f, d)
         return
-    if h.buf[0] != 0x16:
-        h.state = H1_OFF
-        h1_buf_free(h, eng)
+    if not tls_records_whole(h.buf, h.len):
         return
     try:
-        hs = tls_handshake((<char*>h.buf)[:h.len])
-        if hs is None:
+        msgs, done = tls_messages((<char*>h.buf)[:h.len])
+        if not msgs:
+            if done:
+                tls_done(eng, f, d)
             return
         t = tls_info(eng, f)
-        if hs[0] == 1 and d == f.client:
-            t.start_ns = ts
-            tls_client_hello(t, hs)
-        elif hs[0] == 2 and d != f.client:
-            t.end_ns = ts
-            tls_server_hello(t, hs)
+        if d == f.client:
+            if t.start_ns == 0 and msgs[0][0] == 1:
+                t.start_ns = ts
+                tls_client_hello(t, msgs[0])
+            for m in msgs[1:]:
+                if m[0] == 11 and len(m) >= 7 and (m[4] or m[5] or m[6]):     # Certificate, a chain in it
+                    t.client_cert = True
+            done = done or msgs[0][0] != 1 or t.version == "1.3"
+        else:
+            if t.version is None and msgs[0][0] == 2:
+                t.end_ns = ts
+                tls_server_hello(t, msgs[0])
+            for m in msgs[1:]:
+                if m[0] == 13:                      # CertificateRequest
+                    t.client_auth = "requested"
+                elif m[0] == 14:                    # ServerHelloDone: the flight is whole
+                    t.client_auth = t.client_auth or "none"
+                    done = True
+            done = done or msgs[0][0] != 2 or t.version == "1.3"
     except IndexError:
         eng.tls_malformed += 1      # a hello cut short inside its own length fields
+        done = True
+    if done:
+        tls_done(eng, f, d)
+
+cdef void tls_done(Engine eng, Flow* f, int d):
+    """Stops reading direction d; the record goes out once both stopped."""
+    cdef H1* h = &f.half[d].h1
     h.state = H1_OFF
     h1_buf_free(h, eng)
     if f.half[0].h1.state == H1_OFF and f.half[1].h1.state == H1_OFF:
@@ -171,5 +219,11 @@ cdef void tls_emit(Engine eng, Flow* f):
         t.emitted = True
         if t.version is None:
             t.flags |= TF_NO_RESPONSE
+        # a certificate is mutual TLS whatever else was seen; TLS 1.3 and
+        # resumed sessions hide the question, as does a handshake cut short
+        if t.client_cert:
+            t.client_auth = "certificate"
+        elif t.client_auth is None or t.version == "1.3":
+            t.client_auth = "unknown"
         eng.out.append(t)
         eng.tls_records += 1

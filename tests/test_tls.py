@@ -16,19 +16,32 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("tcpdump")
                                 reason="needs root, tcpdump and openssl (.ci/run installs them)")
 
 
-@pytest.fixture(scope="module")
-def cert(tmp_path_factory):
-    d = tmp_path_factory.mktemp("cert")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=api.example.test",
+def make_cert(d, cn):
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=" + cn,
                     "-keyout", str(d / "k.pem"), "-out", str(d / "c.pem"), "-days", "1"],
                    check=True, capture_output=True)
     return str(d / "c.pem"), str(d / "k.pem")
 
 
-def handshake(cert, port, max_version, server_alpn, client_alpn, sni):
+@pytest.fixture(scope="module")
+def cert(tmp_path_factory):
+    return make_cert(tmp_path_factory.mktemp("cert"), "api.example.test")
+
+
+@pytest.fixture(scope="module")
+def client_cert(tmp_path_factory):
+    return make_cert(tmp_path_factory.mktemp("client-cert"), "billing-service")
+
+
+def handshake(cert, port, max_version, server_alpn, client_alpn, sni, client_cert=None, ask=False):
+    """One TLS connection on loopback; ask: the server requests a client
+    certificate (client_cert, a (cert, key) pair, or none sent)."""
     sctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     sctx.load_cert_chain(*cert)
     sctx.set_alpn_protocols(server_alpn)
+    if ask:
+        sctx.verify_mode = ssl.CERT_OPTIONAL
+        sctx.load_verify_locations(client_cert[0] if client_cert else cert[0])
     srv = socket.create_server(("127.0.0.1", port))
 
     def serve():
@@ -43,6 +56,8 @@ def handshake(cert, port, max_version, server_alpn, client_alpn, sni):
     cctx.verify_mode = ssl.CERT_NONE
     cctx.maximum_version = max_version
     cctx.set_alpn_protocols(client_alpn)
+    if client_cert:
+        cctx.load_cert_chain(*client_cert)
     with cctx.wrap_socket(socket.create_connection(("127.0.0.1", port)), server_hostname=sni) as c:
         c.sendall(b"GET / HTTP/1.1\r\nHost: secret-host\r\n\r\n")
         c.recv(100)
@@ -73,3 +88,58 @@ def test_tls_record_from_hellos(tmp_path, cert, version):
     # TLS 1.3 encrypts the chosen ALPN (EncryptedExtensions): absent, not guessed
     assert rec.get("tls.next_protocol") == ("h2" if version == "1.2" else None)
     assert b"secret-host" not in json.dumps(rec).encode()
+
+
+@pytest.mark.parametrize("version, ask, send, client_auth, scheme", [
+    ("1.2", True, True, "certificate", "mtls"),
+    ("1.2", True, False, "requested", "unknown"),
+    ("1.2", False, False, "none", "unknown"),
+    ("1.3", True, True, "unknown", "unknown"),     # TLS 1.3 encrypts the certificates
+])
+def test_client_certificates_tell_mutual_tls(tmp_path, cert, client_cert, version, ask, send, client_auth, scheme):
+    port = free_port()
+    cap = Capture(tmp_path / "mtls.pcap", port)
+    tv = ssl.TLSVersion.TLSv1_2 if version == "1.2" else ssl.TLSVersion.TLSv1_3
+    handshake(cert, port, tv, ["http/1.1"], ["http/1.1"], "api.example.test",
+              client_cert=client_cert if send else None, ask=ask)
+    cap.stop()
+    (rec,) = records(cap.path)
+    assert rec["type"] == "tls" and rec["tls.protocol.version"] == version
+    assert (rec["sensor.tls.client_auth"], rec["sensor.auth"]) == (client_auth, {"scheme": scheme})
+    assert b"billing-service" not in json.dumps(rec).encode()      # the certificate's subject stays
+
+
+def _hs(kind, body):
+    return bytes([kind]) + len(body).to_bytes(3, "big") + body
+
+
+def _record(kind, payload):
+    return bytes([kind, 3, 3]) + len(payload).to_bytes(2, "big") + payload
+
+
+def test_handshake_dribbled_a_byte_a_segment(tmp_path):
+    """A TLS 1.2 handshake with a client certificate, the ClientHello sent a
+    byte a segment after its first six and the server's flight in records of
+    its own: read whole, as it grows."""
+    from pcapgen import Conv
+
+    name = b"dribble.example.test"
+    sni = (len(name) + 3).to_bytes(2, "big") + b"\0" + len(name).to_bytes(2, "big") + name
+    ext = b"\0\0" + len(sni).to_bytes(2, "big") + sni
+    hello = _hs(1, b"\3\3" + bytes(32) + b"\0" + b"\0\2\0\x2f" + b"\1\0" + len(ext).to_bytes(2, "big") + ext)
+    server = b"".join(_record(22, m) for m in (
+        _hs(2, b"\3\3" + bytes(32) + b"\0" + b"\0\x2f" + b"\0"),
+        _hs(11, b"\0\0\4\0\0\1x"),          # the server's certificate chain (one 1-byte "certificate")
+        _hs(13, b"\1\1\0\0\0"),             # CertificateRequest
+        _hs(14, b"")))                      # ServerHelloDone
+    client = _record(22, _hs(11, b"\0\0\4\0\0\1y") + _hs(16, b"\0\2ab")) + _record(20, b"\1")
+    c = Conv(server=("10.0.0.2", 443))
+    c.handshake()
+    c.send_client(_record(22, hello), seg=[6] + [1] * 200)     # (6 bytes tell a hello)
+    c.send_server(server)
+    c.send_client(client)
+    c.fin()
+    c.write(tmp_path / "dribble.pcap")
+    (rec,) = records(tmp_path / "dribble.pcap")
+    assert rec["tls.client.server_name"] == "dribble.example.test" and rec["tls.protocol.version"] == "1.2"
+    assert rec["sensor.tls.client_auth"] == "certificate" and rec["sensor.auth"] == {"scheme": "mtls"}
