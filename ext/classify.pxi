@@ -585,6 +585,31 @@ cdef bint is_ssn(ValueScan* s) noexcept:
     return ssn_ok(d)
 
 
+# Vendors' API keys and tokens say what they are by a prefix (as secret
+# scanners read them): (prefix, shortest whole length). Only token characters
+# may follow; "-" is one, so "sk-" would also take words: left out.
+cdef tuple _VENDOR_KEYS = (
+    ("ghp_", 40), ("gho_", 40), ("ghu_", 40), ("ghs_", 40), ("ghr_", 40), ("github_pat_", 40),   # GitHub
+    ("glpat-", 26), ("xoxb-", 24), ("xoxp-", 24), ("xoxa-", 24), ("xoxr-", 24), ("xoxe-", 24),   # GitLab, Slack
+    ("sk_live_", 24), ("sk_test_", 24), ("rk_live_", 24), ("rk_test_", 24),                     # Stripe
+    ("AIza", 39), ("npm_", 40), ("shpat_", 38), ("shpss_", 38), ("hf_", 34), ("SG.", 60),      # Google, npm, Shopify, HF, SendGrid
+)
+
+
+cdef bint is_vendor_key(str value, Py_ssize_t n) except -1:
+    cdef str prefix
+    cdef Py_ssize_t shortest, i
+    cdef Py_UCS4 ch
+    for prefix, shortest in _VENDOR_KEYS:
+        if n >= shortest and value.startswith(prefix):
+            for i in range(len(prefix), n):
+                ch = value[i]
+                if not (ch < 128 and (is_ascii_letter(ch) or is_ascii_digit(ch) or ch == 95 or ch == 45 or ch == 46)):
+                    return False
+            return True
+    return False
+
+
 cdef bint is_aws_access_key(ValueScan* s) noexcept:
     """An access key id: a known 4-letter prefix and 16 base32 characters (20 in all)."""
     cdef const char* prefixes = "AKIAASIAAGPAAIDAAROAANPAANVAAIPA"
@@ -810,6 +835,8 @@ cdef tuple value_only_classes(str value, ValueScan* s, int hints):
             return _bearer_classes(value)
         if n == 20 and is_aws_access_key(s):
             return ("aws_access_key",)
+        if n >= 24 and is_vendor_key(value, n):
+            return ("api_key",)
         if (15 <= n <= 42 and is_ascii_letter(char_at(s, 1)) and is_ascii_digit(char_at(s, 2))
                 and is_ascii_digit(char_at(s, 3)) and _is_iban(value)):
             return ("iban",)

@@ -101,6 +101,13 @@ POSITIVES = [
     ("abc123", "x-api-key", {"api_key"}),
     ("k8Jd93hsQ0pLx7Vb2Nc4Zr6Tw1Ye5Ua3", "client_secret", {"api_key", "secret"}),
     ("k8Jd93hsQ0pLx7Vb2Nc4Zr6Tw1Ye5Ua3", "Ocp-Apim-Subscription-Key", {"api_key"}),
+    # vendors' keys say what they are, under any name
+    ("ghp_16C7e42F292c6912E7710c838347Ae178B4a", "value", {"api_key"}),
+    ("glpat-xK9mQ2vR7tY4wZ8pL3nB", None, {"api_key"}),
+    ("xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx", "webhook", {"api_key"}),
+    ("sk_live_4eC39HqLyjWDarjtT1zdp7dc", "config", {"api_key"}),
+    ("AIzaSyA-1234567890abcdefghijklmnopqrstu", None, {"api_key"}),
+    ("ghp_16C7e42F292c6912E7710c838347Ae178B4a", "token", {"api_key", "secret"}),
     # passwords, any spelling of the name
     ("hunter2", "password", {"password"}),
     ("hunter2", "passwd", {"password"}),
@@ -215,6 +222,9 @@ DECOYS = [
     ("Bearer realm=\"api\"", "www-authenticate"),
     ("eyJub3QiOiJhIGp3dCJ9.eyJzdWIiOiIxIn0.c2ln", None),      # header without alg
     ("AKIAiosfodnn7example", None),
+    ("ghp_ is the prefix of a GitHub token", None),               # words: not a token
+    ("sk_live_short", None),
+    ("AIzaSyA-1234567890abcdefghijklmnopqrst", None),             # one character short
     ("AKIAIOSFODNN7EXAMPL", None),
     ("wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", None),         # 40 chars, no aws secret name
     ("-----BEGIN PUBLIC KEY-----\nMIIBIjANBgkqhkiG9w0BAQEFAAOCAQ8AMIIBCgKCAQEA\n-----END PUBLIC KEY-----", "key"),
