@@ -25,12 +25,13 @@ cdef enum TxnFlag:
     TF_RESPONSE_BODY_TRUNCATED = 16384
     TF_DECOMPRESSION_LIMIT = 32768       # set by enrichment: decoded size or ratio over the bomb limit
     TF_BODY_UNDECODABLE = 65536          # set by enrichment: bad content coding or unparsable body
+    TF_BODY_NOT_SHAPED = 131072          # set by enrichment: shed while live capture fell behind
 
 FLAG_NAMES = ("no_request", "no_response", "request_gap", "response_gap",
               "request_truncated", "response_truncated", "midstream", "evicted",
               "hpack_unknown", "reset", "h2c_upgrade", "pushed", "headers_truncated",
               "request_body_truncated", "response_body_truncated", "decompression_limit",
-              "body_undecodable")
+              "body_undecodable", "body_not_shaped")
 
 
 cdef list flag_names(uint32_t flags):

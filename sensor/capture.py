@@ -33,10 +33,10 @@ class _Stop:
     duration, the packet count). Also writes the periodic stats records and
     reopens the output after SIGHUP."""
 
-    def __init__(self, duration, engine=None, count=None, stats=None, rings=(), worker=None):
+    def __init__(self, duration, engine=None, count=None, stats=None, rings=(), worker=None, stage=None):
         self.flag = self.hup = False
         self.deadline = time.monotonic() + duration if duration else None
-        self.engine, self.count, self.rings, self.worker = engine, count, rings, worker
+        self.engine, self.count, self.rings, self.worker, self.stage = engine, count, rings, worker, stage
         self.emit_stats, self.interval = stats or (None, None)
         self.next_stats = time.monotonic() + self.interval if self.interval else None
 
@@ -48,16 +48,16 @@ class _Stop:
             self.flag = True
         if self.next_stats is not None and now >= self.next_stats:
             self.next_stats = now + self.interval
-            self.emit_stats(stats_record(self.engine, self.rings, self.worker))
+            self.emit_stats(stats_record(self.stage, self.engine, self.rings, self.worker))
         return self.flag
 
     def set(self, *_):
         self.flag = True
 
 
-def stats_record(engine, rings, worker=None):
-    """A `stats` record: the engine's counters and the kernel's, now."""
-    s = engine.stats()
+def stats_record(stage, engine, rings, worker=None):
+    """A `stats` record: the engine's and enrichment's counters and the kernel's, now."""
+    s = stage.stats(engine)
     rec = {"type": "stats", "v": 1, "time_ns": time.time_ns(), "kernel": _kernel(rings)}
     rec.update(s)
     if worker is not None:
@@ -111,7 +111,7 @@ def capture(ifaces, writer, stage, opts, engine_opts, duration=None, count=None,
     if ready:
         ready()
     engine = Engine(**engine_opts)
-    stop = _Stop(duration, engine, count, (writer.write_record, opts.get("stats_interval")), rings)
+    stop = _Stop(duration, engine, count, (writer.write_record, opts.get("stats_interval")), rings, stage=stage)
     old = {s: signal.signal(s, stop.set) for s in (signal.SIGINT, signal.SIGTERM)}
     old[signal.SIGHUP] = signal.signal(signal.SIGHUP, lambda *_: writer.reopen())
     t0 = time.perf_counter()
@@ -127,7 +127,7 @@ def capture(ifaces, writer, stage, opts, engine_opts, duration=None, count=None,
         for r in rings:
             r.close()
     res.elapsed = time.perf_counter() - t0
-    res.stats = engine.stats()
+    res.stats = stage.stats(engine)
     return res
 
 
@@ -143,7 +143,7 @@ def _worker(k, ifaces, stage, opts, engine_opts, fanout_base, conn, duration, us
 
     def send_stats(rec):
         conn.send_bytes(b"R" + struct.pack("<I", 1) + msgpack.packb(rec, use_bin_type=True))
-    stop = _Stop(duration, engine, None, (send_stats, opts.get("stats_interval")), rings, k)
+    stop = _Stop(duration, engine, None, (send_stats, opts.get("stats_interval")), rings, k, stage)
     signal.signal(signal.SIGTERM, stop.set)
     signal.signal(signal.SIGHUP, signal.SIG_IGN)            # the parent owns the output
 
@@ -153,7 +153,7 @@ def _worker(k, ifaces, stage, opts, engine_opts, fanout_base, conn, duration, us
             conn.send_bytes(b"R" + struct.pack("<I", n) + data)
     why = capture_loop(engine, rings, lambda txns: send(stage.encode(txns)), stop)
     send(stage.finish(engine.finish()))
-    conn.send_bytes(b"C" + pickle.dumps(("done", engine.stats(), _kernel(rings), why)))
+    conn.send_bytes(b"C" + pickle.dumps(("done", stage.stats(engine), _kernel(rings), why)))
     for r in rings:
         r.close()
 

@@ -55,6 +55,12 @@ def _summary(res, records):
             detail[k] = s[k]
     if detail:
         lines.append("  " + ", ".join("%s %d" % kv for kv in sorted(detail.items())))
+    e = s.get("enrichment")
+    if e and (e["bodies_shaped"] or e["bodies_undecodable"]):
+        lines.append("  enrichment: %d bodies shaped (%d more from cache), %d undecodable, %d over the "
+                     "decompression limit, %d not shaped while behind" % (
+                         e["bodies_shaped"], e["shape_cache_hits"], e["bodies_undecodable"],
+                         e["decompression_limits"], e["bodies_shed"]))
     return "\n".join(lines)
 
 
@@ -138,12 +144,12 @@ def _enrich_options(f):
     return f
 
 
-def _record_stage(raw_targets, route_hints, keep_examples):
+def _record_stage(raw_targets, route_hints, keep_examples, shed_lag=None):
     """The record stage with enrichment; a bad hints file is a one-line error."""
     from .enrich import Enricher
     from .records import RecordStage
     try:
-        return RecordStage(raw_targets, Enricher(route_hints, keep_examples=keep_examples))
+        return RecordStage(raw_targets, Enricher(route_hints, keep_examples=keep_examples, shed_lag=shed_lag))
     except (OSError, ValueError) as e:
         raise click.ClickException("route hints %s: %s" % (route_hints, e))
 
@@ -248,10 +254,13 @@ def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_w
               help="Tunnel ids (VXLAN/Geneve VNI, GRE key, ERSPAN session) join the connection key.")
 @click.option("--vlan-key", is_flag=True, help="VLAN ids join the connection key too.")
 @_enrich_options
+@click.option("--shed-lag", type=click.FloatRange(0, None), default=2.0, show_default=True,
+              help="Seconds records may fall behind the packets before bodies of endpoints already shaped are "
+                   "no longer shaped (flagged body_not_shaped, counted) until the lag halves; 0 = never.")
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, no_promisc, duration,
             count, user, stats_interval, memory_budget, idle_timeout, dedup_window, tunnel_key, vlan_key,
-            body_cap, route_hints, keep_examples, quiet, sink_opts):
+            body_cap, route_hints, keep_examples, shed_lag, quiet, sink_opts):
     """Capture live from network interfaces (SPAN/mirror ports, veth, tunnels)
     and write one record per HTTP transaction. Stops on Ctrl-C or SIGTERM,
     writing the transactions still open as partial records; SIGHUP reopens
@@ -279,7 +288,8 @@ def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, 
     opts = {"workers": workers, "snaplen": snaplen, "ring_mb": ring_size, "promisc": not no_promisc,
             "bpf": codes, "stats_interval": stats_interval}
     try:
-        res = run_capture(list(ifaces), writer, _record_stage(raw_targets, route_hints, keep_examples), opts,
+        res = run_capture(list(ifaces), writer, _record_stage(raw_targets, route_hints, keep_examples,
+                                                              shed_lag or None), opts,
                           {"memory_budget": memory_budget << 20, "idle_timeout": idle_timeout,
                            "dedup_window": dedup_window / 1000.0, "tunnel_in_key": tunnel_key,
                            "vlan_in_key": vlan_key, "enrich": True, "body_cap": body_cap << 10},

@@ -42,5 +42,5 @@ def replay(paths, writer, stage, progress=None, bpf=None, **engine_opts):
     if gc_was:
         gc.enable()
     res.elapsed = time.perf_counter() - t0
-    res.stats = engine.stats()
+    res.stats = stage.stats(engine)
     return res

@@ -27,6 +27,13 @@ class RecordStage:
             txns = self.enricher.process(txns)
         return (self._enc.encode(txns), len(txns)) if txns else (b"", 0)
 
+    def stats(self, engine):
+        """The engine's counters, with the enricher's under "enrichment"."""
+        s = engine.stats()
+        if self.enricher is not None:
+            s["enrichment"] = dict(self.enricher.counters)
+        return s
+
     def finish(self, txns):
         """The last batch: with the transactions the enricher still holds."""
         if self.enricher is not None:

@@ -2,7 +2,10 @@
 it reads (truncation flagged), the values of the header fields it inspects,
 and nothing at all when enrichment is off."""
 import gzip
+import io
 import json
+
+import msgpack
 
 from pcapgen import Conv
 from sensor._core import Engine
@@ -100,3 +103,27 @@ def test_http2_data_frames_captured():
     (t,) = txns(c, enrich=True, body_cap=1 << 16)
     assert t.req_body_data == BODY and t.resp_body_data == BODY
     assert t.req_fields == [("authorization", "Basic dTpw")]
+
+
+def test_live_shedding_passes_over_bodies_of_endpoints_already_shaped():
+    """Behind the packets (capture timestamps are long past: every record is
+    late), an endpoint's body is shaped once, then passed over, flagged and
+    counted; without shed_lag (replay) every body is shaped."""
+    from sensor.enrich import Enricher
+    from sensor.records import RecordStage
+
+    c = Conv()
+    c.handshake()
+    for i in range(1, 6):
+        c.send_client(b"GET /api/items/%d HTTP/1.1\r\nHost: api.test\r\n\r\n" % i)
+        c.send_server(ok(json.dumps({"id": i, "owner": "user%d@example.org" % i}).encode()))
+    c.fin()
+    for shed_lag, shaped in ((1.0, 1), (None, 5)):
+        stage = RecordStage(enricher=Enricher(shed_lag=shed_lag))
+        data, _ = stage.finish(txns(c, enrich=True, body_cap=1 << 16))
+        recs = list(msgpack.Unpacker(io.BytesIO(data)))
+        assert [r["url.path"] for r in recs] == ["/api/items/{itemId}"] * 5
+        assert sum("sensor.shape.response" in r for r in recs) == shaped
+        assert sum("body_not_shaped" in r["sensor.completeness"] for r in recs) == 5 - shaped
+        assert sum("sensor.sensitive" in r for r in recs) == shaped
+        assert stage.enricher.counters["bodies_shed"] == 5 - shaped

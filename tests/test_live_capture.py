@@ -149,6 +149,21 @@ def test_capture_on_veth(net):
     assert "kernel:" in err and " 0 dropped" in err
 
 
+def test_shedding_only_when_behind(net):
+    """Live packet times are wall time: the light traffic here never falls 2 s
+    behind (the default) and every body is shaped; behind by more than a
+    microsecond every record is late, so one endpoint's body is shaped once,
+    the rest passed over, flagged and counted, and every record still written."""
+    for lag, shaped in (("2", 6), ("0.000001", 1)):
+        s = Sensor("-i", HOST_IF, "--shed-lag", lag)
+        curl("10.61.0.1", ["/api/items/%d" % i for i in range(1, 7)])
+        recs, err = s.stop()
+        assert sorted(r["path"] for r in recs) == ["/api/items/%d" % i for i in range(1, 7)]
+        assert sum("sensor.shape.response" in r for r in recs) == shaped
+        assert sum("body_not_shaped" in r["sensor.completeness"] for r in recs) == 6 - shaped
+        assert "%d not shaped while behind" % (6 - shaped) in err
+
+
 def test_workers_see_every_transaction_once(net):
     s = Sensor("-i", HOST_IF, "--workers", "2")
     # 20 clients at once, each with 3 requests on its own connection

@@ -8,6 +8,11 @@ the operation of tunnelled RPC and the auth scheme (auth.py). The results go
 into the record as extra keys (Txn.extra); the core record stage writes the
 rest and, once enrichment ran, no raw path.
 
+Live capture may fall behind the packets (more bodies than one core can
+shape): past `shed_lag` seconds behind, a body of an endpoint already shaped
+since is not shaped (flagged body_not_shaped, counted), until the lag is
+halved. Routes, queries, headers and auth are still read for every record.
+
 The route learner needs evidence before it collapses a slug position
 (/users/alice, /users/bob, ...): a transaction whose route is still open is
 held back, at most `hold` transactions or `hold_seconds` of packet time,
@@ -37,6 +42,7 @@ _QUERY_CACHE_MAX = 1024      # query strings, and parameters, whose findings are
 _QUERY_CACHED_MAX = 256      # ... when no longer than this
 _FIELD_CACHE_MAX = 4096      # header field and cookie values whose classes are remembered ...
 _FIELD_CACHED_MAX = 256      # ... when no longer than this
+_SHED_ENDPOINTS_MAX = 65536  # endpoints whose body was shaped while shedding
 
 
 _FLAG_NAME = re.compile(r"[A-Za-z][A-Za-z_.-]{0,31}\Z")
@@ -94,7 +100,7 @@ def _cookies(value):
 
 class Enricher:
     def __init__(self, hints=None, max_decoded=1 << 20, max_ratio=200, hold=4096, hold_seconds=30.0,
-                 keep_examples=False):
+                 keep_examples=False, shed_lag=None):
         self.routes = RouteLearner(load_hints(hints) if hints else None)
         self.keep_examples = keep_examples      # opt-in: redacted examples (examples.py)
         self.max_decoded = max_decoded
@@ -111,8 +117,11 @@ class Enricher:
         self.field_cache = {}       # (field or cookie value, its name) -> sensitive classes
         self.shapes = OrderedDict() # body bytes, media type, coding, truncated -> (shape, flags)
         self.shape_bytes = 0        # the bytes of the bodies in self.shapes
+        self.shed_ns = None if shed_lag is None else int(shed_lag * 1e9)    # live capture only
+        self.shedding = False
+        self.shaped_endpoints = set()   # (host, method, route, side, content type) shaped while shedding
         self.counters = {"bodies_shaped": 0, "bodies_undecodable": 0, "decompression_limits": 0,
-                         "shape_cache_hits": 0,
+                         "shape_cache_hits": 0, "bodies_shed": 0,
                          "records_held": 0}
 
     # -- stage interface (records.RecordStage)
@@ -120,6 +129,8 @@ class Enricher:
     def process(self, txns):
         out = []
         learn = self.routes.learn
+        if self.shed_ns is not None:
+            self.watch_lag(txns)
         for t in txns:
             if type(t) is Txn:
                 host, path, shape = self.enrich(t)
@@ -161,6 +172,28 @@ class Enricher:
             else:
                 keep.append(item)
         self.held = keep
+
+    def watch_lag(self, txns):
+        """Live capture: sheds body shaping while the newest transaction ended
+        more than shed_lag ago (packet time is wall time there), until the
+        lag is halved."""
+        newest = max((max(t.req_end, t.resp_end) for t in txns if type(t) is Txn), default=0)
+        if newest:
+            lag = time.time_ns() - newest
+            self.shedding = lag > (self.shed_ns // 2 if self.shedding else self.shed_ns)
+
+    def shed(self, t, host, path, side, ctype):
+        """True when shedding and this endpoint's body of this side was shaped
+        since shedding began: the body is passed over (flagged, counted)."""
+        key = (host, t.method, self.routes.resolve(host, path).route if path is not None else None, side, ctype)
+        if key in self.shaped_endpoints:
+            t.flags |= _FLAG["body_not_shaped"]
+            self.counters["bodies_shed"] += 1
+            return True
+        if len(self.shaped_endpoints) >= _SHED_ENDPOINTS_MAX:
+            self.shaped_endpoints.clear()
+        self.shaped_endpoints.add(key)
+        return False
 
     # -- per transaction
 
@@ -221,7 +254,7 @@ class Enricher:
                     found[k] = found.get(k, 0) + count
         for side, data, ctype, coding in ((0, t.req_body_data, t.req_content_type, t.req_content_encoding),
                                           (1, t.resp_body_data, t.resp_content_type, t.resp_content_encoding)):
-            if not data or ctype is None:
+            if not data or ctype is None or self.shedding and self.shed(t, host, path, side, ctype):
                 continue
             shape = self.body(t, side, data, ctype, coding)
             if shape is None:
