@@ -13,6 +13,7 @@
 
 cdef enum:
     TLS_MAX_HELLO = 32768           # bytes collected before giving up on a handshake
+    TLS_MAX_RECORDS = 32            # handshake records read per direction (each read parses them all)
 
 
 
@@ -27,6 +28,7 @@ cdef class TlsInfo:
     cdef public uint32_t flags
     cdef bint emitted
     cdef bint client_cert               # the client sent a certificate
+    cdef bint client_unread             # the client's handshake was given up on before its end
 
     @property
     def completeness(self):
@@ -53,16 +55,19 @@ cdef str tls_version_name(int v):
 cdef inline bint grease(int v) noexcept:
     return (v & 0x0F0F) == 0x0A0A and (v >> 8) == (v & 0xFF)
 
-cdef bint tls_records_whole(const uint8_t* b, uint32_t n) noexcept nogil:
-    """True when the bytes collected end where a record ends, or a record
-    other than a handshake begins: only then is parsing them worth it (a
-    peer dribbling a handshake a byte a segment costs a header walk each)."""
+cdef int tls_records_whole(const uint8_t* b, uint32_t n) noexcept nogil:
+    """The handshake records in the bytes collected when they end where a
+    record ends, or where a record other than a handshake begins; else -1.
+    Only then is parsing them worth it (a peer dribbling a handshake a byte a
+    segment costs a header walk each)."""
     cdef uint32_t off = 0
+    cdef int records = 0
     while off + 5 <= n:
         if b[off] != 0x16:
-            return True
+            return records
         off += 5 + ((b[off + 3] << 8) | b[off + 4])
-    return off == n
+        records += 1
+    return records if off == n else -1
 
 
 cdef tuple tls_messages(bytes raw):
@@ -163,12 +168,17 @@ cdef void tls_data(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n, int
     cdef H1* h = &f.half[d].h1
     cdef TlsInfo t
     cdef bint done = False
+    cdef int records
     if h.state == H1_OFF:
         return
     if h.len + n > TLS_MAX_HELLO or not h1_buf_append(h, p, n, eng) or h.buf[0] != 0x16:
-        tls_done(eng, f, d)
+        tls_give_up(eng, f, d)
         return
-    if not tls_records_whole(h.buf, h.len):
+    records = tls_records_whole(h.buf, h.len)
+    if records < 0:
+        return
+    if records > TLS_MAX_RECORDS:     # real flights take a few: a peer cutting them small is not read on
+        tls_give_up(eng, f, d)
         return
     try:
         msgs, done = tls_messages((<char*>h.buf)[:h.len])
@@ -198,9 +208,17 @@ cdef void tls_data(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n, int
             done = done or msgs[0][0] != 2 or t.version == "1.3"
     except IndexError:
         eng.tls_malformed += 1      # a hello cut short inside its own length fields
-        done = True
+        tls_give_up(eng, f, d)
+        return
     if done:
         tls_done(eng, f, d)
+
+cdef void tls_give_up(Engine eng, Flow* f, int d):
+    """Stops reading direction d before its handshake in the clear ended:
+    on the client's side, whether it sent a certificate stays unknown."""
+    if f.tls != NULL and d == f.client:
+        (<TlsInfo>f.tls).client_unread = True
+    tls_done(eng, f, d)
 
 cdef void tls_done(Engine eng, Flow* f, int d):
     """Stops reading direction d; the record goes out once both stopped."""
@@ -223,7 +241,7 @@ cdef void tls_emit(Engine eng, Flow* f):
         # resumed sessions hide the question, as does a handshake cut short
         if t.client_cert:
             t.client_auth = "certificate"
-        elif t.client_auth is None or t.version == "1.3":
+        elif t.client_auth is None or t.version == "1.3" or t.client_unread:
             t.client_auth = "unknown"
         eng.out.append(t)
         eng.tls_records += 1

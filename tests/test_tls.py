@@ -143,3 +143,25 @@ def test_handshake_dribbled_a_byte_a_segment(tmp_path):
     (rec,) = records(tmp_path / "dribble.pcap")
     assert rec["tls.client.server_name"] == "dribble.example.test" and rec["tls.protocol.version"] == "1.2"
     assert rec["sensor.tls.client_auth"] == "certificate" and rec["sensor.auth"] == {"scheme": "mtls"}
+
+
+def test_handshake_cut_into_many_records_is_given_up_on(tmp_path):
+    """A client cutting its flight into thousands of one-byte records (each
+    read would parse them all again) is read no further than a real flight
+    goes: the record keeps its hello, and whether a certificate came is
+    unknown, not "requested"."""
+    from pcapgen import Conv
+
+    hello = _hs(1, b"\3\3" + bytes(32) + b"\0" + b"\0\2\0\x2f" + b"\1\0" + b"\0\0")
+    server = b"".join(_record(22, m) for m in (
+        _hs(2, b"\3\3" + bytes(32) + b"\0" + b"\0\x2f" + b"\0"), _hs(13, b"\1\1\0\0\0"), _hs(14, b"")))
+    cert = _hs(11, b"\0\0\4\0\0\1y")
+    c = Conv(server=("10.0.0.2", 443))
+    c.handshake()
+    c.send_client(_record(22, hello))
+    c.send_server(server)
+    c.send_client(b"".join(_record(22, cert[i:i + 1]) for i in range(len(cert))) * 300 + _record(20, b"\1"))
+    c.fin()
+    c.write(tmp_path / "many.pcap")
+    (rec,) = records(tmp_path / "many.pcap")
+    assert rec["tls.protocol.version"] == "1.2" and rec["sensor.tls.client_auth"] == "unknown"
