@@ -89,6 +89,11 @@ cdef class Txn:
     def completeness(self):
         return flag_names(self.flags)
 
+    @property
+    def has_bodies(self):
+        """True while a body prefix is held for enrichment."""
+        return self.body[0] != NULL or self.body[1] != NULL
+
     def release_bodies(self):
         """Frees the captured bodies once enrichment has read them."""
         free(self.body[0])

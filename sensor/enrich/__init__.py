@@ -45,6 +45,7 @@ _FIELD_CACHED_MAX = 256      # ... when no longer than this
 _SHED_ENDPOINTS_MAX = 65536  # endpoints whose body was shaped while shedding
 
 
+_NO_AUTH = ("sensor.auth", {"scheme": "none"})     # no credential field, no query: shared, never changed
 _FLAG_NAME = re.compile(r"[A-Za-z][A-Za-z_.-]{0,31}\Z")
 
 
@@ -238,7 +239,8 @@ class Enricher:
                     _add(found, classes, "query", label)
             if fields:
                 cookies = self.request_fields(fields, found)
-            extra.append(("sensor.auth", auth_scheme(fields, query_pairs, cookies)))
+            extra.append(("sensor.auth", auth_scheme(fields, query_pairs, cookies))
+                         if fields or query_pairs else _NO_AUTH)
         resp_fields = t.resp_fields
         if resp_fields:
             self.response_fields(resp_fields, found)
@@ -252,23 +254,24 @@ class Enricher:
                 for cls, key, count in shape.findings:
                     k = (cls, "query", key)
                     found[k] = found.get(k, 0) + count
-        for side, data, ctype, coding in ((0, t.req_body_data, t.req_content_type, t.req_content_encoding),
-                                          (1, t.resp_body_data, t.resp_content_type, t.resp_content_encoding)):
-            if not data or ctype is None or self.shedding and self.shed(t, host, path, side, ctype):
-                continue
-            shape = self.body(t, side, data, ctype, coding)
-            if shape is None:
-                continue
-            where = "request.body" if side == 0 else "response.body"
-            extra.append(("sensor.shape.request" if side == 0 else "sensor.shape.response", shape.to_record()))
-            for cls, key, count in shape.findings:
-                k = (cls, where, key)
-                found[k] = found.get(k, 0) + count
-            if side == 0 and shape.operation:
-                operation = shape.operation
-            elif side == 1 and t.method == "GET" and type(t.status) is int and 200 <= t.status < 300:
-                learned = shape.paths
-        t.release_bodies()
+        if t.has_bodies:
+            for side, data, ctype, coding in ((0, t.req_body_data, t.req_content_type, t.req_content_encoding),
+                                              (1, t.resp_body_data, t.resp_content_type, t.resp_content_encoding)):
+                if not data or ctype is None or self.shedding and self.shed(t, host, path, side, ctype):
+                    continue
+                shape = self.body(t, side, data, ctype, coding)
+                if shape is None:
+                    continue
+                where = "request.body" if side == 0 else "response.body"
+                extra.append(("sensor.shape.request" if side == 0 else "sensor.shape.response", shape.to_record()))
+                for cls, key, count in shape.findings:
+                    k = (cls, where, key)
+                    found[k] = found.get(k, 0) + count
+                if side == 0 and shape.operation:
+                    operation = shape.operation
+                elif side == 1 and t.method == "GET" and type(t.status) is int and 200 <= t.status < 300:
+                    learned = shape.paths
+            t.release_bodies()
         for name, value in fields:
             if name == "soapaction" and value.strip('" '):
                 operation = {"kind": "soap", "action": value.strip('" ')[:256]}
