@@ -539,6 +539,33 @@ def test_memory_is_bounded_under_ever_new_key_names():
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 24 * 1024     # KiB
 
 
+def test_memory_is_bounded_under_ever_new_long_keys():
+    # key paths are remembered across bodies: 32 MiB of distinct long keys (and
+    # their strs) must not all stay
+    import resource
+    rng = random.Random(2)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(1000):
+        doc = {"".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=8192)): 1 for _ in range(4)}
+        body_shape(json.dumps(doc).encode(), "application/json")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 24 * 1024     # KiB
+
+
+def test_key_paths_remembered_across_bodies_keep_their_root_and_bytes():
+    # the same keys under another root (NDJSON's "[]", a multipart part's name) or
+    # spelled with escapes are other nodes; their paths and types as when first met
+    doc = b'{"a": {"b": 1, "\\u0062": "x"}, "c": [2]}'
+    expected = {"a": "object", "a.b": "integer|string", "c": "array", "c[]": "integer"}
+    part = (b"--XyZ\r\nContent-Disposition: form-data; name=\"m\"\r\nContent-Type: application/json\r\n\r\n"
+            + doc + b"\r\n--XyZ--\r\n")
+    for _ in range(2):
+        assert shape(doc).fields == expected
+        assert shape(doc, "application/x-ndjson").fields == {"[]": "object", **{"[]." + p: t for p, t in expected.items()}}
+        assert body_shape(part, "multipart/form-data; boundary=XyZ").fields == {
+            "m": "object", **{"m." + p: t for p, t in expected.items()}}
+        assert shape({"c": {"a": "x"}}).fields == {"c": "object", "c.a": "string"}
+
+
 def test_long_key_names_are_cut():
     s = shape({"field_" * 20: 1})
     assert list(s.fields) == [("field_" * 20)[:64]]
