@@ -11,6 +11,7 @@ from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.dict cimport PyDict_GetItem
 from cpython.list cimport PyList_GET_ITEM
 from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_DecodeUTF8
+from libc.stdlib cimport qsort
 from libc.string cimport memchr, memcmp
 
 cdef enum:
@@ -212,13 +213,15 @@ nodes_init(&_interned, 1024)
 cdef list _interned_paths = [], _interned_names = [], _interned_keys = []   # per node; keys: their bytes
 cdef dict _interned_roots = {}
 cdef Py_ssize_t _interned_bytes = 0                  # of keys kept
+cdef uint64_t _interned_generation = 0               # one more each time it is emptied
 # (a body's nodes, 2056 at most by default, still fit in the room of 32768)
 cdef Py_ssize_t _INTERNED_MAX = 30000, _INTERNED_BYTES_MAX = 1 << 22
 
 
 cdef int interned_bound() except -1:
-    global _interned_bytes
+    global _interned_bytes, _interned_generation
     if _interned.n >= _INTERNED_MAX or _interned_bytes >= _INTERNED_BYTES_MAX:
+        _interned_generation += 1
         nodes_clear(&_interned)
         del _interned_paths[:], _interned_names[:], _interned_keys[:]
         _interned_roots.clear()
@@ -270,6 +273,16 @@ cdef int32_t intern_node(int32_t parent, const unsigned char* key, Py_ssize_t si
     return n
 
 
+cdef struct TypedPath:          # (an interned node, its types): a collector's signature
+    uint64_t node
+    uint64_t types
+
+
+cdef int by_node(const void* a, const void* b) noexcept nogil:
+    cdef uint64_t x = (<const TypedPath*>a).node, y = (<const TypedPath*>b).node
+    return (x > y) - (x < y)
+
+
 cdef struct Member:             # a member of an object being read
     const unsigned char* key
     Py_ssize_t size
@@ -289,6 +302,9 @@ cdef class ShapeCollector:
     cdef public dict examples       # path -> redacted example; None unless examples are kept
     cdef public bint rpc            # a root member is named query, jsonrpc or extensions
     cdef public dict rpc_strings    # then: the root object's whole string members, for a body cut short
+    # when one json_bytes made all of `types`: its exact key (the interned paths
+    # and their types), by which Shape memoises what it makes of them; else None
+    cdef public bytes signature
     # the JSON document json_bytes reads (held by its caller) and its key-path tree
     cdef const unsigned char* buf
     cdef Py_ssize_t size, root      # its length; where its root value starts
@@ -320,6 +336,10 @@ cdef class ShapeCollector:
         self.max_depth, self.max_paths, self.max_items = max_depth, max_paths, max_items
 
     cpdef add(self, str path, str typ):
+        self.signature = None
+        self.put(path, typ)
+
+    cdef int put(self, str path, str typ) except -1:
         cdef PyObject* seen = PyDict_GetItem(self.types, path)
         if seen != NULL:
             (<set>seen).add(typ)
@@ -327,6 +347,7 @@ cdef class ShapeCollector:
             self.types[path] = {typ}
         else:
             self.limits.add("paths")
+        return 0
 
     cdef inline void count(self, tuple classes, str path) except *:
         cdef PyObject* n
@@ -374,8 +395,9 @@ cdef class ShapeCollector:
         """Walks the JSON document in UTF-8 `data` at key path `path`;
         members: only the members of a root object are read (its own type is
         not recorded). False when the document was cut short or broke off."""
-        cdef Py_ssize_t i, k, bit
+        cdef Py_ssize_t i, k, bit, typed = 0
         cdef uint64_t types
+        cdef bint fresh = not self.types
         self.buf = data
         self.size = len(data)
         self.broken = False
@@ -391,14 +413,31 @@ cdef class ShapeCollector:
             self.walk(i, 0, depth)
         for k in range(self.tree.n):                # types, once a path
             types = self.tree.nodes[k].types
+            typed += types != 0
             bit = 0
             while types:
                 if types & 1:
-                    self.add(self.path(k), <str>PyList_GET_ITEM(_TYPE_NAMES, bit))
+                    self.put(self.path(k), <str>PyList_GET_ITEM(_TYPE_NAMES, bit))
                 types >>= 1
                 bit += 1
+        # no path was dropped (they are at most as many as the nodes typed): the key tells `types`
+        self.signature = self.typed_paths(typed) if fresh and typed <= self.max_paths else None
         self.buf = NULL
         return not self.broken
+
+    cdef bytes typed_paths(self, Py_ssize_t typed):
+        """The interning's generation, then the (interned node, types) of the
+        nodes typed, sorted."""
+        cdef bytes key = PyBytes_FromStringAndSize(NULL, (typed + 1) * sizeof(TypedPath))
+        cdef TypedPath* pairs = <TypedPath*>PyBytes_AS_STRING(key)
+        cdef Py_ssize_t k, n = 1
+        pairs[0].node, pairs[0].types = _interned_generation, 0
+        for k in range(self.tree.n):
+            if self.tree.nodes[k].types:
+                pairs[n].node, pairs[n].types = self.tree.nodes[k].interned, self.tree.nodes[k].types
+                n += 1
+        qsort(pairs + 1, typed, sizeof(TypedPath), by_node)
+        return key
 
     cdef int32_t node(self, int32_t parent, const unsigned char* key, Py_ssize_t size, str path=None,
                       name=None) except -2:

@@ -566,6 +566,23 @@ def test_key_paths_remembered_across_bodies_keep_their_root_and_bytes():
         assert shape({"c": {"a": "x"}}).fields == {"c": "object", "c.a": "string"}
 
 
+def test_shapes_made_once_by_their_types_are_made_anew_when_more_is_added():
+    # a shape is remembered by the types one JSON walk alone found: later
+    # lines, parts or types added besides are not in that key
+    json_part = b'--XyZ\r\nContent-Disposition: form-data; name="m"\r\nContent-Type: application/json\r\n\r\n{"a": 1}\r\n'
+    alone = json_part + b"--XyZ--\r\n"
+    more = json_part + b'--XyZ\r\nContent-Disposition: form-data; name="t"\r\n\r\ntext\r\n--XyZ--\r\n'
+    ctype = "multipart/form-data; boundary=XyZ"
+    for _ in range(2):
+        assert fields(b'{"a": 1}', "application/x-ndjson") == {"[]": "object", "[].a": "integer"}
+        assert fields(b'{"a": 1}\n{"b": 2}', "application/x-ndjson") == {
+            "[]": "object", "[].a": "integer", "[].b": "integer"}
+        assert body_shape(alone, ctype).fields == {"m": "object", "m.a": "integer"}
+        assert body_shape(more, ctype).fields == {"m": "object", "m.a": "integer", "t": "string"}
+    assert shape({"a": 1, "b": 2}).fingerprint == shape({"b": 3, "a": 4}).fingerprint
+    assert shape({"a": 1, "b": 2}, max_paths=1).fields == {"a": "integer"}
+
+
 def test_long_key_names_are_cut():
     s = shape({"field_" * 20: 1})
     assert list(s.fields) == [("field_" * 20)[:64]]
