@@ -10,7 +10,7 @@
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
 from cpython.dict cimport PyDict_GetItem
 from cpython.list cimport PyList_GET_ITEM
-from cpython.unicode cimport PyUnicode_DecodeLatin1, PyUnicode_DecodeUTF8
+from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdlib cimport qsort
 from libc.string cimport memchr, memcmp
 
@@ -218,6 +218,21 @@ cdef uint64_t _interned_generation = 0               # one more each time it is 
 cdef Py_ssize_t _INTERNED_MAX = 30000, _INTERNED_BYTES_MAX = 1 << 22
 
 
+# Leaves (strings, numbers) met before by (interned node, bytes), and what
+# they were: one met again makes no str (but for its example, when kept).
+# Bounded; emptied with the interned nodes, whose numbers it holds.
+cdef Nodes _known_leaves
+nodes_init(&_known_leaves, 1024)
+cdef list _known_infos = [], _known_bytes = []      # per leaf: leaf_info's answer; their bytes
+
+
+cdef const unsigned char* keep(list kept, const unsigned char* key, Py_ssize_t size) except NULL:
+    """A copy of a key that stays (in `kept`) when its document goes."""
+    copy = PyBytes_FromStringAndSize(<const char*>key, size)
+    kept.append(copy)
+    return <const unsigned char*>PyBytes_AS_STRING(copy)
+
+
 cdef int interned_bound() except -1:
     global _interned_bytes, _interned_generation
     if _interned.n >= _INTERNED_MAX or _interned_bytes >= _INTERNED_BYTES_MAX:
@@ -226,6 +241,13 @@ cdef int interned_bound() except -1:
         del _interned_paths[:], _interned_names[:], _interned_keys[:]
         _interned_roots.clear()
         _interned_bytes = 0
+        forget_leaves()
+    return 0
+
+
+cdef int forget_leaves() except -1:
+    nodes_clear(&_known_leaves)
+    del _known_infos[:], _known_bytes[:]
     return 0
 
 
@@ -251,9 +273,7 @@ cdef int32_t intern_node(int32_t parent, const unsigned char* key, Py_ssize_t si
             return -1
         value_key = _is_value_key(name)
         path = join_path(<str>PyList_GET_ITEM(_interned_paths, parent), (<str>name)[:_MAX_NAME])
-        kept = PyBytes_FromStringAndSize(<const char*>key, size)   # a copy: the document goes
-        key = <const unsigned char*>PyBytes_AS_STRING(kept)
-        _interned_keys.append(kept)
+        key = keep(_interned_keys, key, size)
         _interned_bytes += size
     elif size != _ROOT:
         name = <object>PyList_GET_ITEM(_interned_names, parent)
@@ -472,17 +492,40 @@ cdef class ShapeCollector:
     cdef int leaf(self, int32_t node, str text, bint string) except -1:
         """Classes of a leaf value (or a map's key) at `node`; a string's type
         and, when kept, its example too."""
+        return self.met(node, self.info_of(node, text), text, string)
+
+    cdef tuple info_of(self, int32_t node, str text):
         table = <object>PyList_GET_ITEM(self.leaves, node)
         name = self.name(node)
         if table is None:
             table = leaf_table(name)
             self.leaves[node] = table
-        cdef tuple info = leaf_info(<dict>table, text, name)
+        return leaf_info(<dict>table, text, name)
+
+    cdef int met(self, int32_t node, tuple info, str text, bint string) except -1:
         if string:
             self.type(node, <int>info[0])
         if info[1] or (string and self.examples is not None):
             self.found_in(info, self.path(node), text, string)
         return 0
+
+    cdef int token_leaf(self, int32_t node, const unsigned char* s, Py_ssize_t n, bint string) except -1:
+        """leaf() of the unescaped token s[:n], known by its bytes when met before."""
+        if n > _CACHED_LEAF_MAX:
+            return self.leaf(node, token_text(s, n, False), string)
+        cdef int32_t interned = self.tree.nodes[node].interned
+        cdef uint64_t h = node_hash(interned, s, n)
+        cdef int32_t known = nodes_find(&_known_leaves, interned, s, n, h)
+        if known >= 0:
+            return self.met(node, <tuple>PyList_GET_ITEM(_known_infos, known),
+                            token_text(s, n, False) if string and self.examples is not None else None, string)
+        text = token_text(s, n, False)
+        cdef tuple info = self.info_of(node, text)
+        if _known_leaves.n >= _LEAF_CACHE_MAX:
+            forget_leaves()
+        nodes_add(&_known_leaves, interned, keep(_known_bytes, s, n), n, h)
+        _known_infos.append(info)
+        return self.met(node, info, text, string)
 
     cdef inline Py_ssize_t space(self, Py_ssize_t i) noexcept:
         cdef unsigned char c
@@ -612,7 +655,7 @@ cdef class ShapeCollector:
         # under a plain name a number is a card (13-19 digits) or, with a
         # dot and 10+ characters, perhaps a phone: others need no classing
         if not (self.tree.nodes[node].plain and self.buf[i] != b"-" and j - i < (10 if real else 13)):
-            self.leaf(node, PyUnicode_DecodeLatin1(<const char*>self.buf + i, j - i, NULL), False)
+            self.token_leaf(node, self.buf + i, j - i, False)
         return j
 
     cdef Py_ssize_t json_string(self, Py_ssize_t i, Py_ssize_t quote, bint escaped, int32_t node) except? -3:
@@ -621,7 +664,10 @@ cdef class ShapeCollector:
         if quote < 0:
             self.leaf(node, "", True)           # cut short: a string of unknown format
             return self.fail(_CUT)
-        text = token_text(self.buf + i + 1, quote - i - 1, escaped)
+        if not escaped:
+            self.token_leaf(node, self.buf + i + 1, quote - i - 1, True)
+            return quote + 1
+        text = token_text(self.buf + i + 1, quote - i - 1, True)
         if text is None:
             return self.fail(_BAD)
         self.leaf(node, <str>text, True)

@@ -551,6 +551,17 @@ def test_memory_is_bounded_under_ever_new_long_keys():
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 24 * 1024     # KiB
 
 
+def test_memory_is_bounded_under_ever_new_short_values():
+    # short values are remembered by their bytes too: 160k distinct ones must not all stay
+    import resource
+    rng = random.Random(3)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(4000):
+        doc = {"k%d" % i: "".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=60)) for i in range(40)}
+        body_shape(json.dumps(doc).encode(), "application/json")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 24 * 1024     # KiB
+
+
 def test_key_paths_remembered_across_bodies_keep_their_root_and_bytes():
     # the same keys under another root (NDJSON's "[]", a multipart part's name) or
     # spelled with escapes are other nodes; their paths and types as when first met
