@@ -24,6 +24,28 @@ cdef enum:          # Node.size of the nodes that are not a key
     _ROOT = -3
 
 
+cdef extern from *:
+    """
+    static inline uint64_t load_le64(const unsigned char *p) {
+        uint64_t w;
+        memcpy(&w, p, 8);
+    #if __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
+        w = __builtin_bswap64(w);
+    #endif
+        return w;
+    }
+    """
+    uint64_t load_le64(const unsigned char* p) noexcept nogil      # 8 bytes, the first lowest
+    int __builtin_ctzll(unsigned long long) noexcept nogil
+
+
+cdef inline uint64_t quote_or_backslash(uint64_t w) noexcept:
+    """High bits at the bytes of w that are a quote or a backslash; the
+    lowest is exact (the borrows may mark bytes above it)."""
+    cdef uint64_t q = w ^ 0x2222222222222222ULL, b = w ^ 0x5c5c5c5c5c5c5c5cULL
+    return ((q - 0x0101010101010101ULL) & ~q | (b - 0x0101010101010101ULL) & ~b) & 0x8080808080808080ULL
+
+
 cdef inline bint scalar_byte(unsigned char c):
     """A byte of a number or literal token, for skipping one unread."""
     return c in b"0123456789+-.eEaflnrstuINiy"
@@ -139,11 +161,17 @@ cdef struct Nodes:              # nodes by (parent, key bytes), a chained hash t
 
 
 cdef inline uint64_t node_hash(int32_t parent, const unsigned char* key, Py_ssize_t size) noexcept:
-    cdef uint64_t h = <uint64_t>(parent + 1) * 0x9e3779b97f4a7c15ULL ^ <uint64_t>size
-    cdef Py_ssize_t k
-    for k in range(size):
+    cdef uint64_t h = <uint64_t>(parent + 1) * 0x9e3779b97f4a7c15ULL ^ <uint64_t>size, word
+    cdef Py_ssize_t k = 0
+    while k + 8 <= size:                    # a word at a time: leaves are hashed too
+        memcpy(&word, key + k, 8)
+        h = (h ^ word) * 0x9e3779b97f4a7c15ULL
+        h ^= h >> 29
+        k += 8
+    while k < size:
         h = (h ^ key[k]) * 0x100000001b3ULL
-    return h
+        k += 1
+    return h ^ (h >> 32)
 
 
 cdef int nodes_init(Nodes* t, Py_ssize_t room) except -1:
@@ -543,18 +571,19 @@ cdef class ShapeCollector:
     cdef Py_ssize_t string_end(self, Py_ssize_t i, bint* escaped) noexcept:
         """Index of the quote closing the string whose text starts at i; _CUT."""
         cdef const unsigned char* q
-        cdef Py_ssize_t j, k, start = i, short = min(i + 24, self.size)
-        cdef unsigned char c
+        cdef Py_ssize_t j, k, start = i, short = min(i + 64, self.size - 8)
+        cdef uint64_t special
         escaped[0] = False
-        while i < short:                            # most strings are short: a byte at a time
-            c = self.buf[i]
-            if c == b'"':
+        while i <= short:                           # most strings are short: 8 bytes at a time
+            special = quote_or_backslash(load_le64(self.buf + i))
+            if not special:
+                i += 8
+                continue
+            i += __builtin_ctzll(special) >> 3
+            if self.buf[i] == b'"':
                 return i
-            if c == b"\\":
-                escaped[0] = True
-                i += 2
-            else:
-                i += 1
+            escaped[0] = True
+            i += 2
         while True:                                 # longer ones: memchr
             if i >= self.size:
                 return _CUT

@@ -153,6 +153,18 @@ def test_every_prefix_gives_part_of_the_full_shape():
     assert {"data.orders[].lines[].sku", "data.orders[].paid", "data.orders[].total"} <= set(cut)
 
 
+def test_escaped_quotes_and_backslashes_anywhere_in_a_string():
+    # strings are scanned 8 bytes at a time: an escape at any offset, and a document ending at any point
+    for n in range(80):
+        for at in range(0, n + 1, 3):
+            for special in ('"', "\\", '\\"'):
+                text = "a" * at + special + "b" * (n - at)
+                body = json.dumps({"k": text, "n": 1}).encode()
+                assert fields(body) == {"k": "string", "n": "integer"}, body
+                for cut in (7 + at, 8 + at):                # before the escape, inside it
+                    assert fields(body[:cut], truncated=True) == {"k": "string"}, body
+
+
 def test_string_cut_short_keeps_its_key():
     s = shape(b'{"id": 7, "avatar": "iVBORw0KGgoAAAANSUhEUgAA', truncated=True)
     assert s.fields == {"id": "integer", "avatar": "string"}
