@@ -110,16 +110,21 @@ cdef dict leaf_table(name):
     return fresh
 
 
+cdef tuple leaf_made(str text, name):
+    """leaf_info's answer, not memoised."""
+    fmt = value_format(text)
+    index = _FORMAT_INDEX.get(fmt)
+    if index is None:
+        index = _FORMAT_INDEX[fmt] = type_index("string:" + fmt if fmt else "string")
+    return (index, value_classes(text, name))
+
+
 cdef tuple leaf_info(dict table, str text, name):
     cdef bint kept = len(text) <= _CACHED_LEAF_MAX
     cdef PyObject* hit = PyDict_GetItem(table, text) if kept else NULL
     if hit != NULL:
         return <tuple>hit
-    fmt = value_format(text)
-    index = _FORMAT_INDEX.get(fmt)
-    if index is None:
-        index = _FORMAT_INDEX[fmt] = type_index("string:" + fmt if fmt else "string")
-    cdef tuple info = (index, value_classes(text, name))
+    cdef tuple info = leaf_made(text, name)
     if kept:
         leaf_entry()
         table[text] = info
@@ -548,7 +553,7 @@ cdef class ShapeCollector:
             return self.met(node, <tuple>PyList_GET_ITEM(_known_infos, known),
                             token_text(s, n, False) if string and self.examples is not None else None, string)
         text = token_text(s, n, False)
-        cdef tuple info = self.info_of(node, text)
+        cdef tuple info = leaf_made(text, self.name(node))     # (remembered here, not in leaf_info's tables too)
         if _known_leaves.n >= _LEAF_CACHE_MAX:
             forget_leaves()
         nodes_add(&_known_leaves, interned, keep(_known_bytes, s, n), n, h)
