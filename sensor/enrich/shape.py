@@ -785,6 +785,12 @@ _KINDS = {
 }
 
 
+# Content-Type value -> (reader, parameters): the same few values come with
+# every body (the parameters are only read)
+_READERS_MAX = 1024
+_readers = {}
+
+
 def _reader(mtype):
     reader = _KINDS.get(mtype)
     if reader is None:
@@ -803,8 +809,15 @@ def body_shape(data, ctype, truncated=False, *, max_depth=MAX_DEPTH, max_paths=M
     (opt-in): a redacted example per string field (examples.py)."""
     if not data or not ctype:
         return None
-    mtype, params = _media_type(ctype)
-    reader = _reader(mtype)
+    media = _readers.get(ctype)
+    if media is None:
+        mtype, params = _media_type(ctype)
+        media = _reader(mtype), params
+        if len(ctype) <= _CACHED_KEY_MAX:
+            if len(_readers) >= _READERS_MAX:
+                _readers.clear()
+            _readers[ctype] = media
+    reader, params = media
     if reader is None:
         return None
     collector = ShapeCollector(max_depth, max_paths, max_items)
