@@ -256,14 +256,10 @@ cdef Py_ssize_t _INTERNED_MAX = 30000, _INTERNED_BYTES_MAX = 1 << 22
 # Bounded; emptied with the interned nodes, whose numbers it holds.
 cdef Nodes _known_leaves
 nodes_init(&_known_leaves, 1024)
-cdef list _known_infos = [], _known_bytes = []      # per leaf: leaf_info's answer; their bytes
-
-
-cdef const unsigned char* keep(list kept, const unsigned char* key, Py_ssize_t size) except NULL:
-    """A copy of a key that stays (in `kept`) when its document goes."""
-    copy = PyBytes_FromStringAndSize(<const char*>key, size)
-    kept.append(copy)
-    return <const unsigned char*>PyBytes_AS_STRING(copy)
+cdef list _known_infos = []                         # per leaf: leaf_info's answer
+cdef unsigned char* _known_bytes = <unsigned char*>malloc(_LEAF_CACHE_MAX * _CACHED_LEAF_MAX)   # a slot each
+if _known_bytes == NULL:
+    raise MemoryError()
 
 
 cdef int interned_bound() except -1:
@@ -280,7 +276,7 @@ cdef int interned_bound() except -1:
 
 cdef int forget_leaves() except -1:
     nodes_clear(&_known_leaves)
-    del _known_infos[:], _known_bytes[:]
+    del _known_infos[:]
     return 0
 
 
@@ -306,7 +302,9 @@ cdef int32_t intern_node(int32_t parent, const unsigned char* key, Py_ssize_t si
             return -1
         value_key = _is_value_key(name)
         path = join_path(<str>PyList_GET_ITEM(_interned_paths, parent), (<str>name)[:_MAX_NAME])
-        key = keep(_interned_keys, key, size)
+        copy = PyBytes_FromStringAndSize(<const char*>key, size)      # the document goes, the copy stays
+        _interned_keys.append(copy)
+        key = <const unsigned char*>PyBytes_AS_STRING(copy)
         _interned_bytes += size
     elif size != _ROOT:
         name = <object>PyList_GET_ITEM(_interned_names, parent)
@@ -556,7 +554,9 @@ cdef class ShapeCollector:
         cdef tuple info = leaf_made(text, self.name(node))     # (remembered here, not in leaf_info's tables too)
         if _known_leaves.n >= _LEAF_CACHE_MAX:
             forget_leaves()
-        nodes_add(&_known_leaves, interned, keep(_known_bytes, s, n), n, h)
+        cdef unsigned char* slot = _known_bytes + _known_leaves.n * _CACHED_LEAF_MAX
+        memcpy(slot, s, n)
+        nodes_add(&_known_leaves, interned, slot, n, h)
         _known_infos.append(info)
         return self.met(node, info, text, string)
 
