@@ -110,13 +110,21 @@ cdef dict leaf_table(name):
     return fresh
 
 
+cdef list _PLAIN_INFOS = []       # (type index, no classes), per type index: most leaves' answer, shared
+
+
 cdef tuple leaf_made(str text, name):
     """leaf_info's answer, not memoised."""
     fmt = value_format(text)
     index = _FORMAT_INDEX.get(fmt)
     if index is None:
         index = _FORMAT_INDEX[fmt] = type_index("string:" + fmt if fmt else "string")
-    return (index, value_classes(text, name))
+    classes = value_classes(text, name)
+    if classes:
+        return (index, classes)
+    while len(_PLAIN_INFOS) <= index:
+        _PLAIN_INFOS.append((len(_PLAIN_INFOS), ()))
+    return <tuple>_PLAIN_INFOS[index]
 
 
 cdef tuple leaf_info(dict table, str text, name):
