@@ -8,7 +8,7 @@
 # is told by classify.pxi; whether a key is a name or data by enrich/shape.py,
 # wired by shape_setup().
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
-from cpython.dict cimport PyDict_GetItem
+from cpython.dict cimport PyDict_GetItem, PyDict_GetItemWithError
 from cpython.list cimport PyList_GET_ITEM
 from cpython.unicode cimport PyUnicode_DecodeUTF8
 from libc.stdlib cimport qsort
@@ -296,7 +296,7 @@ cdef int32_t intern_node(int32_t parent, const unsigned char* key, Py_ssize_t si
     cdef int32_t n
     cdef PyObject* root
     if size == _ROOT:
-        root = PyDict_GetItem(_interned_roots, (path, name))
+        root = PyDict_GetItemWithError(_interned_roots, (path, name))     # (an unhashable name raises here)
         if root != NULL:
             return <int32_t><Py_ssize_t><object>root
     else:
@@ -318,13 +318,14 @@ cdef int32_t intern_node(int32_t parent, const unsigned char* key, Py_ssize_t si
         name = <object>PyList_GET_ITEM(_interned_names, parent)
         path = <str>PyList_GET_ITEM(_interned_paths, parent)
         path = path + "[]" if size == _ELEMENT else join_path(path, "{key}")
+    cdef bint typed = len(path) > 0, plain      # (before the node is made: name_info may raise)
+    if size == _ELEMENT or size == _MAPPED:
+        plain = _interned.nodes[parent].plain
+    else:
+        plain = not name or name_info(name) == ((), 0)
     n = <int32_t>_interned.n
     cdef Node* nd = nodes_add(&_interned, parent, key, size, h)
-    nd.value_key, nd.typed = value_key, len(path) > 0
-    if size == _ELEMENT or size == _MAPPED:
-        nd.plain = _interned.nodes[parent].plain
-    else:
-        nd.plain = not name or name_info(name) == ((), 0)
+    nd.value_key, nd.typed, nd.plain = value_key, typed, plain
     if size == _ROOT:
         _interned_roots[(path, name)] = n
     _interned_paths.append(path)

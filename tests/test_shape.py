@@ -589,6 +589,14 @@ def test_key_paths_remembered_across_bodies_keep_their_root_and_bytes():
         assert shape({"c": {"a": "x"}}).fields == {"c": "object", "c.a": "string"}
 
 
+def test_a_walk_that_raises_leaves_the_remembered_key_paths_whole():
+    from sensor._core import ShapeCollector
+    for path, name in ((None, None), ("", []), ("p", ["n"])):
+        with pytest.raises(TypeError):
+            ShapeCollector(16, 512, 256).json_bytes(b'{"a": 1}', path, name, 0)
+    assert fields({"a": {"b": [1]}}) == {"a": "object", "a.b": "array", "a.b[]": "integer"}
+
+
 def test_shapes_made_once_by_their_types_are_made_anew_when_more_is_added():
     # a shape is remembered by the types one JSON walk alone found: later
     # lines, parts or types added besides are not in that key
