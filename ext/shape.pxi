@@ -253,10 +253,10 @@ cdef Nodes _interned
 nodes_init(&_interned, 1024)
 cdef list _interned_paths = [], _interned_names = [], _interned_keys = []   # per node; keys: their bytes
 cdef dict _interned_roots = {}
-cdef Py_ssize_t _interned_bytes = 0                  # of keys kept
+cdef Py_ssize_t _interned_size = 0                   # bytes of keys and characters of paths kept
 cdef uint64_t _interned_generation = 0               # one more each time it is emptied
 # (a body's nodes, 2056 at most by default, still fit in the room of 32768)
-cdef Py_ssize_t _INTERNED_MAX = 30000, _INTERNED_BYTES_MAX = 1 << 22
+cdef Py_ssize_t _INTERNED_MAX = 30000, _INTERNED_SIZE_MAX = 1 << 21
 
 
 # Leaves (strings, numbers) met before by (interned node, bytes), and what
@@ -271,13 +271,13 @@ if _known_bytes == NULL:
 
 
 cdef int interned_bound() except -1:
-    global _interned_bytes, _interned_generation
-    if _interned.n >= _INTERNED_MAX or _interned_bytes >= _INTERNED_BYTES_MAX:
+    global _interned_size, _interned_generation
+    if _interned.n >= _INTERNED_MAX or _interned_size >= _INTERNED_SIZE_MAX:
         _interned_generation += 1
         nodes_clear(&_interned)
         del _interned_paths[:], _interned_names[:], _interned_keys[:]
         _interned_roots.clear()
-        _interned_bytes = 0
+        _interned_size = 0
         forget_leaves()
     return 0
 
@@ -291,7 +291,7 @@ cdef int forget_leaves() except -1:
 cdef int32_t intern_node(int32_t parent, const unsigned char* key, Py_ssize_t size, str path, name) except -2:
     """The interned node of `key` under the interned `parent` (or of the root
     at `path` for `name`), made when new; -1 when the key's escapes are malformed."""
-    global _interned_bytes
+    global _interned_size
     cdef uint64_t h = node_hash(parent, key, size)
     cdef int32_t n
     cdef PyObject* root
@@ -313,19 +313,21 @@ cdef int32_t intern_node(int32_t parent, const unsigned char* key, Py_ssize_t si
         copy = PyBytes_FromStringAndSize(<const char*>key, size)      # the document goes, the copy stays
         _interned_keys.append(copy)
         key = <const unsigned char*>PyBytes_AS_STRING(copy)
-        _interned_bytes += size
+        _interned_size += size
     elif size != _ROOT:
         name = <object>PyList_GET_ITEM(_interned_names, parent)
         path = <str>PyList_GET_ITEM(_interned_paths, parent)
         path = path + "[]" if size == _ELEMENT else join_path(path, "{key}")
-    cdef bint typed = len(path) > 0, plain      # (before the node is made: name_info may raise)
+    cdef Py_ssize_t length = len(path)          # (before the node is made: name_info may raise)
+    cdef bint plain
     if size == _ELEMENT or size == _MAPPED:
         plain = _interned.nodes[parent].plain
     else:
         plain = not name or name_info(name) == ((), 0)
     n = <int32_t>_interned.n
     cdef Node* nd = nodes_add(&_interned, parent, key, size, h)
-    nd.value_key, nd.typed, nd.plain = value_key, typed, plain
+    nd.value_key, nd.typed, nd.plain = value_key, length > 0, plain
+    _interned_size += length
     if size == _ROOT:
         _interned_roots[(path, name)] = n
     _interned_paths.append(path)

@@ -563,6 +563,19 @@ def test_memory_is_bounded_under_ever_new_long_keys():
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 24 * 1024     # KiB
 
 
+def test_memory_is_bounded_under_ever_new_deep_paths():
+    # a path of 16 names of 64 emoji is 4 KiB: 40k new ones must not all stay
+    import resource
+    rng = random.Random(4)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(2500):
+        doc = 1
+        for _ in range(15):
+            doc = {"".join(rng.choices("\U0001F600\U0001F601\U0001F602\U0001F923", k=64)): doc}
+        body_shape(json.dumps(doc).encode(), "application/json")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 24 * 1024     # KiB
+
+
 def test_memory_is_bounded_under_ever_new_short_values():
     # short values are remembered by their bytes too: 160k distinct ones must not all stay
     import resource

@@ -130,8 +130,8 @@ def _fingerprint(kind, fields):
 
 # The bodies of an endpoint mostly have one shape: its fields, fingerprint and
 # paths are made once, by the kind and the collector's signature (an exact key
-# of its types); bounded in fields kept.
-_MADE_MAX = 16384
+# of its types); bounded in about the bytes kept: a field's entries, its path.
+_MADE_MAX = 1 << 22
 _made = {}
 _made_size = 0
 
@@ -153,7 +153,7 @@ def _make(kind, collector):
             _made.clear()
             _made_size = 0
         _made[(kind, key)] = made
-        _made_size += 1 + len(fields)
+        _made_size += 256 * (1 + len(fields)) + sum(map(len, fields))
     return made
 
 
