@@ -429,8 +429,11 @@ cdef class ShapeCollector:
     cdef inline void found_in(self, tuple info, str path, str text, bint example) except *:
         if info[1]:
             self.count(<tuple>info[1], path)
-        if example and self.examples is not None and path not in self.examples and len(self.examples) < self.max_paths:
+        if example and self.wants_example(path):
             self.examples[path] = _redact(text, info[1])
+
+    cdef inline bint wants_example(self, str path) except -1:
+        return self.examples is not None and path not in self.examples and len(self.examples) < self.max_paths
 
     cpdef items(self, sequence):
         if len(sequence) > self.max_items:
@@ -559,8 +562,9 @@ cdef class ShapeCollector:
         cdef uint64_t h = node_hash(interned, s, n)
         cdef int32_t known = nodes_find(&_known_leaves, interned, s, n, h)
         if known >= 0:
-            return self.met(node, <tuple>PyList_GET_ITEM(_known_infos, known),
-                            token_text(s, n, False) if string and self.examples is not None else None, string)
+            return self.met(node, <tuple>PyList_GET_ITEM(_known_infos, known),      # its str only for an example
+                            token_text(s, n, False) if string and self.wants_example(self.path(node)) else None,
+                            string)
         text = token_text(s, n, False)
         cdef tuple info = leaf_made(text, self.name(node))     # (remembered here, not in leaf_info's tables too)
         if _known_leaves.n >= _LEAF_CACHE_MAX:
