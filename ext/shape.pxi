@@ -3,8 +3,9 @@
 # A JSON body of a list page is hundreds of nodes; in Python each node cost a
 # microsecond of objects and dict juggling, the largest cost of enrichment.
 # The walk reads JSON where it lies in the body's bytes and keeps its key-path
-# tree in C: a node per distinct (parent, key), types as bits, Python strs made
-# once a node, not once a value. What a value *is* (format, sensitive classes)
+# tree in C: a node per distinct (parent, key), types as bits. Key paths and
+# short leaves are remembered across bodies by their bytes, so the Python strs
+# of a known one are not made again. What a value *is* (format, sensitive classes)
 # is told by classify.pxi; whether a key is a name or data by enrich/shape.py,
 # wired by shape_setup().
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize
@@ -540,6 +541,7 @@ cdef class ShapeCollector:
         return self.met(node, self.info_of(node, text), text, string)
 
     cdef tuple info_of(self, int32_t node, str text):
+        """leaf_info of a leaf at `node`, its name's table kept by the node."""
         table = <object>PyList_GET_ITEM(self.leaves, node)
         name = self.name(node)
         if table is None:
@@ -548,6 +550,7 @@ cdef class ShapeCollector:
         return leaf_info(<dict>table, text, name)
 
     cdef int met(self, int32_t node, tuple info, str text, bint string) except -1:
+        """What a leaf with `info` adds at `node`: a string's type, its classes, its example."""
         if string:
             self.type(node, <int>info[0])
         if info[1] or (string and self.examples is not None):
