@@ -153,6 +153,18 @@ def test_every_prefix_gives_part_of_the_full_shape():
     assert {"data.orders[].lines[].sku", "data.orders[].paid", "data.orders[].total"} <= set(cut)
 
 
+def test_escaped_quotes_and_backslashes_anywhere_in_a_string():
+    # strings are scanned 8 bytes at a time: an escape at any offset, and a document ending at any point
+    for n in range(80):
+        for at in range(0, n + 1, 3):
+            for special in ('"', "\\", '\\"'):
+                text = "a" * at + special + "b" * (n - at)
+                body = json.dumps({"k": text, "n": 1}).encode()
+                assert fields(body) == {"k": "string", "n": "integer"}, body
+                for cut in (7 + at, 8 + at):                # before the escape, inside it
+                    assert fields(body[:cut], truncated=True) == {"k": "string"}, body
+
+
 def test_string_cut_short_keeps_its_key():
     s = shape(b'{"id": 7, "avatar": "iVBORw0KGgoAAAANSUhEUgAA', truncated=True)
     assert s.fields == {"id": "integer", "avatar": "string"}
@@ -537,6 +549,82 @@ def test_memory_is_bounded_under_ever_new_key_names():
         doc = {"".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=12)): "x" * 80 for _ in range(20)}
         body_shape(json.dumps(doc).encode(), "application/json")
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 24 * 1024     # KiB
+
+
+def test_memory_is_bounded_under_ever_new_long_keys():
+    # key paths are remembered across bodies: 32 MiB of distinct long keys (and
+    # their strs) must not all stay
+    import resource
+    rng = random.Random(2)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(1000):
+        doc = {"".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=8192)): 1 for _ in range(4)}
+        body_shape(json.dumps(doc).encode(), "application/json")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 24 * 1024     # KiB
+
+
+def test_memory_is_bounded_under_ever_new_deep_paths():
+    # a path of 16 names of 64 emoji is 4 KiB: 40k new ones must not all stay
+    import resource
+    rng = random.Random(4)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(2500):
+        doc = 1
+        for _ in range(15):
+            doc = {"".join(rng.choices("\U0001F600\U0001F601\U0001F602\U0001F923", k=64)): doc}
+        body_shape(json.dumps(doc).encode(), "application/json")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 24 * 1024     # KiB
+
+
+def test_memory_is_bounded_under_ever_new_short_values():
+    # short values are remembered by their bytes too: 160k distinct ones must not all stay
+    import resource
+    rng = random.Random(3)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    for _ in range(4000):
+        doc = {"k%d" % i: "".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=60)) for i in range(40)}
+        body_shape(json.dumps(doc).encode(), "application/json")
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 24 * 1024     # KiB
+
+
+def test_key_paths_remembered_across_bodies_keep_their_root_and_bytes():
+    # the same keys under another root (NDJSON's "[]", a multipart part's name) or
+    # spelled with escapes are other nodes; their paths and types as when first met
+    doc = b'{"a": {"b": 1, "\\u0062": "x"}, "c": [2]}'
+    expected = {"a": "object", "a.b": "integer|string", "c": "array", "c[]": "integer"}
+    part = (b"--XyZ\r\nContent-Disposition: form-data; name=\"m\"\r\nContent-Type: application/json\r\n\r\n"
+            + doc + b"\r\n--XyZ--\r\n")
+    for _ in range(2):
+        assert shape(doc).fields == expected
+        assert shape(doc, "application/x-ndjson").fields == {"[]": "object", **{"[]." + p: t for p, t in expected.items()}}
+        assert body_shape(part, "multipart/form-data; boundary=XyZ").fields == {
+            "m": "object", **{"m." + p: t for p, t in expected.items()}}
+        assert shape({"c": {"a": "x"}}).fields == {"c": "object", "c.a": "string"}
+
+
+def test_a_walk_that_raises_leaves_the_remembered_key_paths_whole():
+    from sensor._core import ShapeCollector
+    for path, name in ((None, None), ("", []), ("p", ["n"])):
+        with pytest.raises(TypeError):
+            ShapeCollector(16, 512, 256).json_bytes(b'{"a": 1}', path, name, 0)
+    assert fields({"a": {"b": [1]}}) == {"a": "object", "a.b": "array", "a.b[]": "integer"}
+
+
+def test_shapes_made_once_by_their_types_are_made_anew_when_more_is_added():
+    # a shape is remembered by the types one JSON walk alone found: later
+    # lines, parts or types added besides are not in that key
+    json_part = b'--XyZ\r\nContent-Disposition: form-data; name="m"\r\nContent-Type: application/json\r\n\r\n{"a": 1}\r\n'
+    alone = json_part + b"--XyZ--\r\n"
+    more = json_part + b'--XyZ\r\nContent-Disposition: form-data; name="t"\r\n\r\ntext\r\n--XyZ--\r\n'
+    ctype = "multipart/form-data; boundary=XyZ"
+    for _ in range(2):
+        assert fields(b'{"a": 1}', "application/x-ndjson") == {"[]": "object", "[].a": "integer"}
+        assert fields(b'{"a": 1}\n{"b": 2}', "application/x-ndjson") == {
+            "[]": "object", "[].a": "integer", "[].b": "integer"}
+        assert body_shape(alone, ctype).fields == {"m": "object", "m.a": "integer"}
+        assert body_shape(more, ctype).fields == {"m": "object", "m.a": "integer", "t": "string"}
+    assert shape({"a": 1, "b": 2}).fingerprint == shape({"b": 3, "a": 4}).fingerprint
+    assert shape({"a": 1, "b": 2}, max_paths=1).fields == {"a": "integer"}
 
 
 def test_long_key_names_are_cut():

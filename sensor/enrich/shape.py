@@ -128,6 +128,35 @@ def _fingerprint(kind, fields):
                    digest_size=8).hexdigest()
 
 
+# The bodies of an endpoint mostly have one shape: its fields, fingerprint and
+# paths are made once, by the kind and the collector's signature (an exact key
+# of its types); bounded in about the bytes kept: a field's entries, its path.
+_MADE_MAX = 1 << 22
+_made = {}
+_made_size = 0
+
+
+def _make(kind, collector):
+    """(fields, fingerprint, paths) of the types `collector` found."""
+    global _made_size
+    key = collector.signature
+    if key is not None:
+        made = _made.get((kind, key))
+        if made is not None:
+            return made
+    pairs = sorted([(path, "|".join(sorted(types)) if len(types) > 1 else next(iter(types)))
+                    for path, types in collector.types.items()])
+    fields = dict(pairs)
+    made = fields, _fingerprint(kind, pairs), frozenset(fields) if len(fields) >= _SIBLING_FIELDS else None
+    if key is not None:
+        if _made_size >= _MADE_MAX:
+            _made.clear()
+            _made_size = 0
+        _made[(kind, key)] = made
+        _made_size += 256 * (1 + len(fields)) + sum(map(len, fields))
+    return made
+
+
 class Shape:
     """The shape of one body: kind, fields, fingerprint, findings,
     operation (see the module docstring)."""
@@ -137,17 +166,13 @@ class Shape:
     def __init__(self, kind, collector, truncated=False, operation=None, compressed=False):
         self.kind = kind
         self.examples = collector.examples
-        pairs = sorted([(path, "|".join(sorted(types)) if len(types) > 1 else next(iter(types)))
-                        for path, types in collector.types.items()])
-        self.fields = dict(pairs)
-        self.fingerprint = _fingerprint(kind, pairs)
+        self.fields, self.fingerprint, self.paths = _make(kind, collector)
         self.findings = [(cls, path, count) for (cls, path), count in sorted(collector.found.items())]
         self.limits = sorted(collector.limits)
         self.truncated = truncated
         self.operation = operation
         self.compressed = compressed
         self.record = None
-        self.paths = frozenset(self.fields) if len(self.fields) >= _SIBLING_FIELDS else None
 
     def to_record(self):
         """The record's value (made once: a body seen again shares it)."""
@@ -760,6 +785,12 @@ _KINDS = {
 }
 
 
+# Content-Type value -> (reader, parameters): the same few values come with
+# every body (the parameters are only read)
+_READERS_MAX = 1024
+_readers = {}
+
+
 def _reader(mtype):
     reader = _KINDS.get(mtype)
     if reader is None:
@@ -778,8 +809,15 @@ def body_shape(data, ctype, truncated=False, *, max_depth=MAX_DEPTH, max_paths=M
     (opt-in): a redacted example per string field (examples.py)."""
     if not data or not ctype:
         return None
-    mtype, params = _media_type(ctype)
-    reader = _reader(mtype)
+    media = _readers.get(ctype)
+    if media is None:
+        mtype, params = _media_type(ctype)
+        media = _reader(mtype), params
+        if len(ctype) <= _CACHED_KEY_MAX:
+            if len(_readers) >= _READERS_MAX:
+                _readers.clear()
+            _readers[ctype] = media
+    reader, params = media
     if reader is None:
         return None
     collector = ShapeCollector(max_depth, max_paths, max_items)
