@@ -539,51 +539,33 @@ def test_paths_and_items_limits():
     assert shape(wide, max_paths=2000).limits == []
 
 
-def test_memory_is_bounded_under_ever_new_key_names():
+LOWER = "abcdefghijklmnopqrstuvwxyz"
+
+
+def _deep(rng):
+    doc = 1
+    for _ in range(15):
+        doc = {"".join(rng.choices("\U0001F600\U0001F601\U0001F602\U0001F923", k=64)): doc}
+    return doc
+
+
+@pytest.mark.parametrize("seed, bodies, make", [
     # key names are data too: 400k distinct ones, each over values too long to
     # be remembered, must not leave a table apiece behind (they once took 66 MiB)
-    import resource
-    rng = random.Random(1)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for _ in range(20000):
-        doc = {"".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=12)): "x" * 80 for _ in range(20)}
-        body_shape(json.dumps(doc).encode(), "application/json")
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 24 * 1024     # KiB
-
-
-def test_memory_is_bounded_under_ever_new_long_keys():
-    # key paths are remembered across bodies: 32 MiB of distinct long keys (and
-    # their strs) must not all stay
-    import resource
-    rng = random.Random(2)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for _ in range(1000):
-        doc = {"".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=8192)): 1 for _ in range(4)}
-        body_shape(json.dumps(doc).encode(), "application/json")
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 24 * 1024     # KiB
-
-
-def test_memory_is_bounded_under_ever_new_deep_paths():
-    # a path of 16 names of 64 emoji is 4 KiB: 40k new ones must not all stay
-    import resource
-    rng = random.Random(4)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for _ in range(2500):
-        doc = 1
-        for _ in range(15):
-            doc = {"".join(rng.choices("\U0001F600\U0001F601\U0001F602\U0001F923", k=64)): doc}
-        body_shape(json.dumps(doc).encode(), "application/json")
-    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 24 * 1024     # KiB
-
-
-def test_memory_is_bounded_under_ever_new_short_values():
+    (1, 20000, lambda rng: {"".join(rng.choices(LOWER, k=12)): "x" * 80 for _ in range(20)}),
+    # key paths are remembered across bodies: 32 MiB of distinct long keys (and their strs) must not all stay
+    (2, 1000, lambda rng: {"".join(rng.choices(LOWER, k=8192)): 1 for _ in range(4)}),
     # short values are remembered by their bytes too: 160k distinct ones must not all stay
+    (3, 4000, lambda rng: {"k%d" % i: "".join(rng.choices(LOWER, k=60)) for i in range(40)}),
+    # a path of 16 names of 64 emoji is 4 KiB: 40k new ones must not all stay
+    (4, 2500, _deep),
+], ids=["key-names", "long-keys", "short-values", "deep-paths"])
+def test_memory_is_bounded_under_ever_new_keys_and_values(seed, bodies, make):
     import resource
-    rng = random.Random(3)
+    rng = random.Random(seed)
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    for _ in range(4000):
-        doc = {"k%d" % i: "".join(rng.choices("abcdefghijklmnopqrstuvwxyz", k=60)) for i in range(40)}
-        body_shape(json.dumps(doc).encode(), "application/json")
+    for _ in range(bodies):
+        body_shape(json.dumps(make(rng)).encode(), "application/json")
     assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before < 24 * 1024     # KiB
 
 
