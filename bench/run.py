@@ -165,6 +165,28 @@ def ground_truth(manifest):
             "total": rwr["total"] + manifest["client_errors"]}
 
 
+def resolve_sensor(cmd):
+    """The sensor script itself: a pyenv shim (a shell script that looks up
+    the Python version, then runs it) adds some 50 ms a run, which the
+    baselines, run by this Python, do not pay."""
+    path = shutil.which(cmd) or cmd
+    if f"{os.sep}shims{os.sep}" in path and shutil.which("pyenv"):
+        real = subprocess.run(["pyenv", "which", os.path.basename(path)], capture_output=True, text=True)
+        if real.returncode == 0:
+            return real.stdout.strip()
+    return path
+
+
+def sensor_python(script):
+    """The interpreter a console script runs with (its #! line), for the
+    engine-only reader to import the same sensor."""
+    with open(script, "rb") as f:
+        line = f.readline().decode(errors="replace").strip()
+    if line.startswith("#!") and "env" not in line.split()[0]:
+        return line[2:].split()[0]
+    return sys.executable
+
+
 def sensor_desc(args):
     desc = f"`{args.sensor}` ({first_line([args.sensor, '--version'])})"
     return f"{desc}, {args.sensor_label}" if args.sensor_label else desc
@@ -280,7 +302,7 @@ def run_throughput(args, tmp):
     manifest = ensure_capture(capture, "full", args.generate)
     size = os.path.getsize(capture)
     dpkt_out, sensor_out = os.path.join(tmp, "dpkt.msgpack"), os.path.join(tmp, "sensor.msgpack")
-    lean_out = os.path.join(tmp, "sensor-lean.msgpack")
+    lean_out, engine_out = os.path.join(tmp, "sensor-lean.msgpack"), os.path.join(tmp, "engine.msgpack")
     readers = [("cwalk", [build_cwalk(tmp), capture], args.runs),
                ("dpkt", [sys.executable, str(BENCH / "dpkt_pipeline.py"), capture, "-o", dpkt_out],
                 args.dpkt_runs or args.runs)]
@@ -288,11 +310,14 @@ def run_throughput(args, tmp):
         readers.append(("sensor", [args.sensor, "replay", capture, "-o", sensor_out], args.runs))
         # enrichment without bodies (routes, query, auth, headers): what reading bodies costs is the difference
         readers.append(("lean", [args.sensor, "replay", capture, "--body-cap", "0", "-o", lean_out], args.runs))
+        # no enrichment at all: the engine and the record encoder, what the rest stands on
+        readers.append(("engine", [sensor_python(args.sensor), str(BENCH / "engine_only.py"), capture,
+                                   "-o", engine_out], args.runs))
     res = bench(readers, args.cpu)
-    cw, dp, se, le = res["cwalk"], res["dpkt"], res.get("sensor"), res.get("lean")
+    cw, dp, se, le, en = res["cwalk"], res["dpkt"], res.get("sensor"), res.get("lean"), res.get("engine")
     packets = json.loads(cw["stdout"])["packets"]
     dp["summary"] = json.loads(dp["stdout"])
-    for r, out in ((dp, dpkt_out), (se, sensor_out), (le, lean_out)):
+    for r, out in ((dp, dpkt_out), (se, sensor_out), (le, lean_out), (en, engine_out)):
         if r:
             r["versions"] = count_records(out)
             r["transactions"] = sum(r["versions"].values())
@@ -316,6 +341,7 @@ def run_throughput(args, tmp):
         row("dpkt+h2 pipeline", dp, size, packets),
         row("`sensor replay` (enrichment with bodies, the default)", se, size, packets),
         row("`sensor replay --body-cap 0` (enrichment without bodies)", le, size, packets),
+        row("engine and records only, no enrichment (`bench/engine_only.py`)", en, size, packets),
         "",
     ]
     if se:
@@ -327,7 +353,11 @@ def run_throughput(args, tmp):
                   f"- without bodies (`--body-cap 0`): **{dp['wall'] / le['wall']:.1f}x** the dpkt+h2 pipeline, "
                   f"**{le['wall'] / cw['wall']:.1f}x** the C walk's wall time; reading bodies (decoding, payload "
                   f"shape, sensitive classes) adds {se['wall'] - le['wall']:.2f} s "
-                  f"({(se['wall'] - le['wall']) / se['transactions'] * 1e6:.1f} us per transaction)"]
+                  f"({(se['wall'] - le['wall']) / se['transactions'] * 1e6:.1f} us per transaction)",
+                  f"- no enrichment at all (engine and records): **{dp['wall'] / en['wall']:.1f}x** the dpkt+h2 "
+                  f"pipeline, **{en['wall'] / cw['wall']:.1f}x** the C walk's wall time; enrichment without bodies "
+                  f"adds {le['wall'] - en['wall']:.2f} s ({(le['wall'] - en['wall']) / se['transactions'] * 1e6:.1f} "
+                  "us per transaction)"]
     else:
         lines.append("- ratios: not measured (no sensor run)")
     lines += ["", "Transactions found vs the manifest's ground truth (`requests_with_response` + `client_errors`; "
@@ -481,6 +511,8 @@ def main():
         sys.exit("run.py: --rss-scaling and --profile measure the sensor; drop --no-sensor")
     if not args.no_sensor and not shutil.which(args.sensor):
         sys.exit(f"run.py: sensor executable {args.sensor!r} not found (--sensor PATH, or --no-sensor)")
+    if not args.no_sensor:
+        args.sensor = resolve_sensor(args.sensor)
     with tempfile.TemporaryDirectory(prefix="sensor-bench-") as tmp:
         if args.rss_scaling:
             write_page(Path(args.page), rss=run_rss(args, tmp))
