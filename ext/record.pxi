@@ -354,6 +354,12 @@ cdef class RecordEncoder:
         if t.alpn is not None:
             wb_key(b, b"tls.next_protocol", 17); wb_pystr(b, t.alpn)
             keys += 1
+        if t.ja3 is not None:
+            wb_key(b, b"tls.client.ja3", 14); wb_pystr(b, t.ja3)
+            keys += 1
+        if t.ja3s is not None:
+            wb_key(b, b"tls.server.ja3s", 15); wb_pystr(b, t.ja3s)
+            keys += 1
         # the HTTP inside is unread: its auth scheme is mutual TLS or unknown
         wb_key(b, b"sensor.tls.client_auth", 22); wb_pystr(b, t.client_auth)
         wb_key(b, b"sensor.auth", 11); wb_map(b, 1); wb_key(b, b"scheme", 6)

@@ -11,6 +11,8 @@
 # bounded HTTP/1 buffer (unused on a TLS connection) until the direction's
 # cleartext handshake ends, and parsed as messages become whole.
 
+from hashlib import md5 as _md5
+
 cdef enum:
     TLS_MAX_HELLO = 32768           # bytes collected before giving up on a handshake
     TLS_MAX_RECORDS = 32            # handshake records read per direction (each read parses them all)
@@ -25,6 +27,7 @@ cdef class TlsInfo:
     cdef public object server_name, alpn_offered, versions_offered
     cdef public object version, cipher, alpn
     cdef public object client_auth      # "certificate", "requested", "none", "unknown" (see tls_emit)
+    cdef public object ja3, ja3s        # JA3 fingerprints of the hellos (MD5 hex)
     cdef public uint32_t flags
     cdef bint emitted
     cdef bint client_cert               # the client sent a certificate
@@ -117,13 +120,39 @@ cdef list alpn_list(bytes data):
         off += 1 + ln
     return out
 
+cdef list u16_list(bytes data, Py_ssize_t off, Py_ssize_t end):
+    """The 16-bit values from off to end, GREASE left out (as JA3 does)."""
+    cdef list out = []
+    cdef int v
+    for i in range(off, min(end, len(data)) - 1, 2):
+        v = (data[i] << 8) | data[i + 1]
+        if not grease(v):
+            out.append(v)
+    return out
+
+
+cdef str ja3_hash(list fields):
+    """JA3's MD5 of its comma-separated fields, each a dash-joined list of decimals."""
+    text = ",".join(["-".join([str(v) for v in f]) if type(f) is list else str(f) for f in fields])
+    return _md5(text.encode(), usedforsecurity=False).hexdigest()
+
+
 cdef void tls_client_hello(TlsInfo t, bytes hs):
-    cdef Py_ssize_t off = 4 + 2 + 32
+    cdef Py_ssize_t off = 4 + 2 + 32, n
+    cdef list ext_types = [], groups = [], formats = []
     off += 1 + hs[off]                                      # session id
-    off += 2 + ((hs[off] << 8) | hs[off + 1])               # cipher suites
+    n = (hs[off] << 8) | hs[off + 1]
+    ciphers = u16_list(hs, off + 2, off + 2 + n)
+    off += 2 + n                                            # cipher suites
     off += 1 + hs[off]                                      # compression methods
     t.versions_offered = [tls_version_name((hs[4] << 8) | hs[5])]
     for typ, data in tls_extensions(hs, off):
+        if not grease(typ):
+            ext_types.append(typ)
+        if typ == 10 and len(data) >= 2:                    # supported_groups
+            groups = u16_list(data, 2, 2 + ((data[0] << 8) | data[1]))
+        elif typ == 11 and len(data) >= 1:                  # ec_point_formats
+            formats = list(data[1:1 + data[0]])
         if typ == 0 and len(data) > 5 and data[2] == 0:     # server_name: host_name
             t.server_name = data[5:5 + ((data[3] << 8) | data[4])].decode("ascii", "replace")
         elif typ == 16:
@@ -132,20 +161,25 @@ cdef void tls_client_hello(TlsInfo t, bytes hs):
             t.versions_offered = [tls_version_name((data[i] << 8) | data[i + 1])
                                   for i in range(1, min(len(data), 1 + data[0]) - 1, 2)
                                   if not grease((data[i] << 8) | data[i + 1])]
+    t.ja3 = ja3_hash([(hs[4] << 8) | hs[5], ciphers, ext_types, groups, formats])
 
 cdef void tls_server_hello(TlsInfo t, bytes hs):
     cdef Py_ssize_t off = 4 + 2 + 32
-    cdef int version = (hs[4] << 8) | hs[5]
+    cdef int version = (hs[4] << 8) | hs[5], cipher
+    cdef list ext_types = []
     off += 1 + hs[off]
-    t.cipher = "0x%04x" % ((hs[off] << 8) | hs[off + 1])
+    cipher = (hs[off] << 8) | hs[off + 1]
+    t.cipher = "0x%04x" % cipher
     off += 3
     for typ, data in tls_extensions(hs, off):
+        ext_types.append(typ)
         if typ == 43 and len(data) == 2:
             version = (data[0] << 8) | data[1]
         elif typ == 16:
             names = alpn_list(data)
             if names:
                 t.alpn = names[0]
+    t.ja3s = ja3_hash([(hs[4] << 8) | hs[5], cipher, ext_types])
     t.version = tls_version_name(version)
 
 
@@ -233,7 +267,7 @@ cdef void tls_emit(Engine eng, Flow* f):
     if f.tls == NULL:
         return
     t = <TlsInfo>f.tls
-    if not t.emitted and (t.server_name is not None or t.version is not None):
+    if not t.emitted and (t.ja3 is not None or t.version is not None):     # a hello was read
         t.emitted = True
         if t.version is None:
             t.flags |= TF_NO_RESPONSE

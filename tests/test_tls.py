@@ -165,3 +165,48 @@ def test_handshake_cut_into_many_records_is_given_up_on(tmp_path):
     c.write(tmp_path / "many.pcap")
     (rec,) = records(tmp_path / "many.pcap")
     assert rec["tls.protocol.version"] == "1.2" and rec["sensor.tls.client_auth"] == "unknown"
+
+
+def tshark_ja3(path):
+    """(JA3, JA3S) of the capture's hellos as Wireshark computes them."""
+    r = subprocess.run(["tshark", "-r", str(path), "-d", "tcp.port==1-65535,tls", "-Y", "tls.handshake.type <= 2",
+                        "-T", "fields", "-e", "tls.handshake.ja3", "-e", "tls.handshake.ja3s"],
+                       capture_output=True, text=True, timeout=60, check=True)
+    found = [f for line in r.stdout.splitlines() for f in line.split("\t")]
+    return tuple(f for f in found if f) + (None,) * (2 - len([f for f in found if f]))
+
+
+needs_tshark = pytest.mark.skipif(not shutil.which("tshark"), reason="needs tshark, the reference (.ci/run installs it)")
+
+
+@needs_tshark
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_ja3_fingerprints_are_wiresharks(tmp_path, cert, version):
+    port = free_port()
+    cap = Capture(tmp_path / "ja3.pcap", port)
+    tv = ssl.TLSVersion.TLSv1_2 if version == "1.2" else ssl.TLSVersion.TLSv1_3
+    handshake(cert, port, tv, ["h2"], ["h2", "http/1.1"], "api.example.test")
+    cap.stop()
+    (rec,) = records(cap.path)
+    assert (rec["tls.client.ja3"], rec["tls.server.ja3s"]) == tshark_ja3(cap.path)
+
+
+@needs_tshark
+def test_ja3_leaves_grease_out(tmp_path):
+    """GREASE values (RFC 8701), which browsers put among ciphers, extensions
+    and groups, are not part of the fingerprint: as Wireshark computes it."""
+    from pcapgen import Conv
+
+    groups = b"\x2a\x2a\0\x1d\0\x17"
+    exts = (b"\x1a\x1a\0\0" + b"\0\x0a\0\x08\0\x06" + groups + b"\0\x0b\0\2\1\0"
+            + b"\0\x2b\0\5\4\x3a\x3a\3\4")
+    hello = _hs(1, b"\3\3" + bytes(32) + b"\0" + b"\0\6\x0a\x0a\x13\1\xc0\x2f" + b"\1\0"
+                + len(exts).to_bytes(2, "big") + exts)
+    c = Conv(server=("10.0.0.2", 443))
+    c.handshake()
+    c.send_client(_record(22, hello))
+    c.fin()
+    c.write(tmp_path / "grease.pcap")
+    (rec,) = records(tmp_path / "grease.pcap")
+    assert rec["tls.client.ja3"] == tshark_ja3(tmp_path / "grease.pcap")[0]
+    assert "tls.server.ja3s" not in rec
