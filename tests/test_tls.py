@@ -12,8 +12,10 @@ import pytest
 
 from loopback import Capture, free_port
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("tcpdump") or not shutil.which("openssl"),
-                                reason="needs root, tcpdump and openssl (.ci/run installs them)")
+pytestmark = pytest.mark.skipif(os.geteuid() != 0 or not all(map(shutil.which, ("tcpdump", "openssl", "tshark"))),
+                                reason="needs root, tcpdump, openssl and tshark (the reference for JA3; "
+                                       ".ci/run installs them)")
+VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
 
 
 def make_cert(d, cn):
@@ -71,14 +73,28 @@ def records(path):
     return [json.loads(x) for x in r.stdout.splitlines()]
 
 
-@pytest.mark.parametrize("version", ["1.2", "1.3"])
-def test_tls_record_from_hellos(tmp_path, cert, version):
+def captured(tmp_path, cert, version, alpn, **kw):
+    """One TLS connection on loopback, captured: its only record (no HTTP
+    record from ciphertext), the capture's path and the server's port."""
     port = free_port()
     cap = Capture(tmp_path / "tls.pcap", port)
-    tv = ssl.TLSVersion.TLSv1_2 if version == "1.2" else ssl.TLSVersion.TLSv1_3
-    handshake(cert, port, tv, ["h2"], ["h2", "http/1.1"], "api.example.test")
+    handshake(cert, port, VERSIONS[version], alpn[0], alpn[1], "api.example.test", **kw)
     cap.stop()
-    (rec,) = records(cap.path)       # one record per connection, no HTTP record from ciphertext
+    (rec,) = records(cap.path)
+    return rec, cap.path, port
+
+
+def tshark_ja3(path):
+    """JA3 (or JA3S) of each hello in the capture as Wireshark computes them."""
+    r = subprocess.run(["tshark", "-r", str(path), "-d", "tcp.port==1-65535,tls", "-Y", "tls.handshake.type <= 2",
+                        "-T", "fields", "-e", "tls.handshake.ja3", "-e", "tls.handshake.ja3s"],
+                       capture_output=True, text=True, timeout=60, check=True)
+    return [f for line in r.stdout.splitlines() for f in line.split("\t") if f]
+
+
+@pytest.mark.parametrize("version", ["1.2", "1.3"])
+def test_tls_record_from_hellos(tmp_path, cert, version):
+    rec, path, port = captured(tmp_path, cert, version, (["h2"], ["h2", "http/1.1"]))
     assert rec["type"] == "tls"
     assert rec["tls.client.server_name"] == "api.example.test"
     assert rec["sensor.tls.alpn_offered"] == ["h2", "http/1.1"]
@@ -88,6 +104,7 @@ def test_tls_record_from_hellos(tmp_path, cert, version):
     # TLS 1.3 encrypts the chosen ALPN (EncryptedExtensions): absent, not guessed
     assert rec.get("tls.next_protocol") == ("h2" if version == "1.2" else None)
     assert b"secret-host" not in json.dumps(rec).encode()
+    assert [rec["tls.client.ja3"], rec["tls.server.ja3s"]] == tshark_ja3(path)
 
 
 @pytest.mark.parametrize("version, ask, send, client_auth, scheme", [
@@ -97,13 +114,8 @@ def test_tls_record_from_hellos(tmp_path, cert, version):
     ("1.3", True, True, "unknown", "unknown"),     # TLS 1.3 encrypts the certificates
 ])
 def test_client_certificates_tell_mutual_tls(tmp_path, cert, client_cert, version, ask, send, client_auth, scheme):
-    port = free_port()
-    cap = Capture(tmp_path / "mtls.pcap", port)
-    tv = ssl.TLSVersion.TLSv1_2 if version == "1.2" else ssl.TLSVersion.TLSv1_3
-    handshake(cert, port, tv, ["http/1.1"], ["http/1.1"], "api.example.test",
-              client_cert=client_cert if send else None, ask=ask)
-    cap.stop()
-    (rec,) = records(cap.path)
+    rec, _, _ = captured(tmp_path, cert, version, (["http/1.1"], ["http/1.1"]),
+                      client_cert=client_cert if send else None, ask=ask)
     assert rec["type"] == "tls" and rec["tls.protocol.version"] == version
     assert (rec["sensor.tls.client_auth"], rec["sensor.auth"]) == (client_auth, {"scheme": scheme})
     assert b"billing-service" not in json.dumps(rec).encode()      # the certificate's subject stays
@@ -167,31 +179,6 @@ def test_handshake_cut_into_many_records_is_given_up_on(tmp_path):
     assert rec["tls.protocol.version"] == "1.2" and rec["sensor.tls.client_auth"] == "unknown"
 
 
-def tshark_ja3(path):
-    """(JA3, JA3S) of the capture's hellos as Wireshark computes them."""
-    r = subprocess.run(["tshark", "-r", str(path), "-d", "tcp.port==1-65535,tls", "-Y", "tls.handshake.type <= 2",
-                        "-T", "fields", "-e", "tls.handshake.ja3", "-e", "tls.handshake.ja3s"],
-                       capture_output=True, text=True, timeout=60, check=True)
-    found = [f for line in r.stdout.splitlines() for f in line.split("\t")]
-    return tuple(f for f in found if f) + (None,) * (2 - len([f for f in found if f]))
-
-
-needs_tshark = pytest.mark.skipif(not shutil.which("tshark"), reason="needs tshark, the reference (.ci/run installs it)")
-
-
-@needs_tshark
-@pytest.mark.parametrize("version", ["1.2", "1.3"])
-def test_ja3_fingerprints_are_wiresharks(tmp_path, cert, version):
-    port = free_port()
-    cap = Capture(tmp_path / "ja3.pcap", port)
-    tv = ssl.TLSVersion.TLSv1_2 if version == "1.2" else ssl.TLSVersion.TLSv1_3
-    handshake(cert, port, tv, ["h2"], ["h2", "http/1.1"], "api.example.test")
-    cap.stop()
-    (rec,) = records(cap.path)
-    assert (rec["tls.client.ja3"], rec["tls.server.ja3s"]) == tshark_ja3(cap.path)
-
-
-@needs_tshark
 def test_ja3_leaves_grease_out(tmp_path):
     """GREASE values (RFC 8701), which browsers put among ciphers, extensions
     and groups, are not part of the fingerprint: as Wireshark computes it."""
@@ -208,5 +195,5 @@ def test_ja3_leaves_grease_out(tmp_path):
     c.fin()
     c.write(tmp_path / "grease.pcap")
     (rec,) = records(tmp_path / "grease.pcap")
-    assert rec["tls.client.ja3"] == tshark_ja3(tmp_path / "grease.pcap")[0]
+    assert [rec["tls.client.ja3"]] == tshark_ja3(tmp_path / "grease.pcap")
     assert "tls.server.ja3s" not in rec
