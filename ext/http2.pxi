@@ -378,9 +378,15 @@ cdef list h2_kept_fields(Engine eng, Txn t, int side, list fields, object ctype)
 
 cdef void h2_request_fields(Engine eng, Txn t, list fields):
     cdef list names = []
+    cdef bint cookie = False
     for name, value in fields:
         if name is None:
             continue
+        if name == "cookie":
+            # crumbs of one Cookie field (RFC 9113 8.2.3): named once, as HTTP/1.1 sends it
+            if cookie:
+                continue
+            cookie = True
         if is_pseudo(name):
             if name == ":path":
                 t.target = value

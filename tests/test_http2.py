@@ -690,6 +690,27 @@ def grpc_msg(payload, compressed=False):
     return bytes([compressed]) + len(payload).to_bytes(4, "big") + payload
 
 
+def test_cookie_crumbs_read_as_one_cookie_field(replay):
+    """HTTP/2 may split a Cookie field into crumbs (RFC 9113 8.2.3): the
+    record names it once and finds the same as for HTTP/1.1's single field."""
+    crumbs = [("cookie", "sid=Zk3j29sLq0aPz8XvB1nM4wQe"), ("cookie", "theme=dark"), ("cookie", "lang=en")]
+    c = H2()
+    c.send_client(c.req(1, "/me", extra=[("user-agent", "t/1"), *crumbs, ("accept", "*/*")]))
+    c.send_server(c.resp(1, 200, body=b"{}", extra=[("content-type", "application/json")]))
+    c.fin()
+    h1 = Conv()
+    h1.handshake()
+    h1.send_client(b"GET /me HTTP/1.1\r\nuser-agent: t/1\r\ncookie: %s\r\naccept: */*\r\n\r\n"
+                   % "; ".join(v for _, v in crumbs).encode())
+    h1.send_server(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}")
+    h1.fin()
+    r2, r1 = replay(c).records[0], replay(h1).records[0]
+    assert r2["http.request.header_names"] == r1["http.request.header_names"] == ["user-agent", "cookie", "accept"]
+    for key in ("sensor.auth", "sensor.sensitive"):
+        assert r2[key] == r1[key]
+    assert r2["sensor.auth"] == {"scheme": "cookie-session", "name": "sid"}
+
+
 def test_grpc_framing_across_data_frames(replay):
     c = H2()
     req_h = req_fields("/pkg.sub.Svc/Do", "POST", extra=[("content-type", "application/grpc+proto"),
