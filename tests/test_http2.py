@@ -711,6 +711,28 @@ def test_cookie_crumbs_read_as_one_cookie_field(replay):
     assert r2["sensor.auth"] == {"scheme": "cookie-session", "name": "sid"}
 
 
+def test_extended_connect_websocket(replay):
+    """RFC 8441: a WebSocket over one stream (:method CONNECT with :protocol)
+    is one record naming the protocol, its frames counted as DATA; the
+    connection's other streams go on as usual."""
+    c = H2()
+    c.send_server(SettingsFrame(0, settings={0x8: 1}).serialize())      # SETTINGS_ENABLE_CONNECT_PROTOCOL
+    c.send_client(c.headers("client", 1, [(":method", "CONNECT"), (":protocol", "websocket"), (":scheme", "https"),
+                                          (":path", "/chat?room=1"), (":authority", "api.test"),
+                                          ("sec-websocket-version", "13")]))
+    c.send_server(c.resp(1, 200))
+    c.send_client(data(1, b"\x81\x85" + b"\0" * 4 + b"hello"))
+    c.send_client(c.req(3, "/health"))
+    c.send_server(c.resp(3, 200, body=b"ok") + data(1, b"\x81\x02hi"))
+    c.send_client(data(1, b"\x88\x80" + b"\0" * 4, end=True))
+    c.send_server(data(1, b"\x88\x00", end=True))
+    c.fin()
+    ws, health = sorted(replay(c).records, key=lambda r: r["h2_stream"])
+    assert (ws["method"], ws["path"], ws["status"], ws["sensor.protocol_switch"]) == ("CONNECT", "/chat", 200, "websocket")
+    assert (ws["http.request.body.size"], ws["http.response.body.size"]) == (17, 6) and flags(ws) == set()
+    assert (health["path"], health["status"], health["http.response.body.size"]) == ("/health", 200, 2)
+
+
 def test_grpc_framing_across_data_frames(replay):
     c = H2()
     req_h = req_fields("/pkg.sub.Svc/Do", "POST", extra=[("content-type", "application/grpc+proto"),
