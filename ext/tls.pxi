@@ -222,7 +222,7 @@ cdef void tls_data(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n, int
             return
         t = tls_info(eng, f)
         if d == f.client:
-            if t.start_ns == 0 and msgs[0][0] == 1:
+            if t.ja3 is None and msgs[0][0] == 1:       # the ClientHello, read once
                 t.start_ns = ts
                 tls_client_hello(t, msgs[0])
             for m in msgs[1:]:
