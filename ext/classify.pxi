@@ -655,7 +655,7 @@ cdef inline bint is_phone_separator(uint32_t ch) noexcept:
 
 
 cdef bint is_e164(ValueScan* s) noexcept:
-    """+[1-9]\\d*(([ .-]|[ .-]?\\()\\d+\\)?)* with 8-15 digits; +1 numbers
+    """+[1-9]\\d*(([ .-]|[ .-]?\\()\\d+(\\)\\d*)?)* with 8-15 digits; +1 numbers
     must be valid NANP (11 digits, area and exchange not starting 0 or 1)."""
     cdef Py_ssize_t i, d, n = s.n
     cdef uint32_t ch
@@ -677,8 +677,9 @@ cdef bint is_e164(ValueScan* s) noexcept:
         if not d:
             return False
         i += d
-        if char_or_0(s, i) == 41:
+        if char_or_0(s, i) == 41:       # "(0)20 7946 0958", "(415)555-0132": digits may follow it
             i += 1
+            i += decimal_run(s, i)
     d = 0                               # the digits: all but '+' and separators
     for i in range(1, n):
         ch = char_at(s, i)

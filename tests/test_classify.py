@@ -68,6 +68,9 @@ POSITIVES = [
     ("07700900123", "mobileNumber", {"phone"}),
     ("14155550132", "msisdn", {"phone"}),
     ("415 555 0132", "fax", {"phone"}),
+    ("+44 (0)20 7946 0958", None, {"phone"}),        # the trunk 0 in brackets, as UK and EU write it
+    ("+49 (0)30 12345678", None, {"phone"}),
+    ("+1 (415)555-0132", None, {"phone"}),
     # JWTs, alone and under a secret's name
     (JWT, None, {"jwt"}),
     (JWT, "access_token", {"jwt", "secret"}),
@@ -243,6 +246,8 @@ DECOYS = [
     ("color", "key"),
     ("true", "phone_verified"),
     ("12345678", "phone_count"),
+    ("1733300000000", "phone_ts"),                    # epoch milliseconds under a name about the phone
+    ("+1 (415)155-0132", None),                        # NANP exchange cannot start with 1
     ("123456789", "ssn_length"),
     ("true", "mobile"),
     ("Paris", "place_of_birth"),

@@ -155,7 +155,8 @@ _META_LAST = frozenset((
     "endpoint", "name", "scope", "scopes", "format", "version", "provider", "header", "headers", "field",
     "param", "valid", "used", "usage", "sent", "verified", "prefix", "algorithm", "alg", "level", "source",
     "kind", "label", "description", "error", "errors", "message", "lifetime", "age", "duration", "limit",
-    "attempts", "retries", "path", "domain", "secure", "start", "end", "started", "ended", "ms", "seconds"))
+    "attempts", "retries", "path", "domain", "secure", "start", "end", "started", "ended", "ms", "seconds",
+    "ts", "timestamp"))
 
 
 def _is_secret_name(words, joined, pairs, api_key):
