@@ -572,7 +572,7 @@ cdef inline bint matches_ascii(const uint32_t* d, const char* word) noexcept:
 
 
 cdef bint is_ssn(ValueScan* s) noexcept:
-    """ddddddddd (the caller saw 9 digits) or ddd-dd-dddd."""
+    """ddddddddd (the caller saw 9 digits) or ddd-dd-dddd (or spaced)."""
     cdef uint32_t d[9]
     cdef Py_ssize_t i, j = 0
     for i in range(s.n):
@@ -812,7 +812,8 @@ cdef tuple value_only_classes(str value, ValueScan* s, int hints):
                 return ("date_of_birth",)
             return ()
         found = ("date_of_birth",) if hints & H_DOB and _is_birth_date(value) else ()
-        if n == 11 and char_at(s, 3) == 45 and char_at(s, 6) == 45:
+        if n == 11 and char_at(s, 3) == char_at(s, 6) and (char_at(s, 3) == 45 or (
+                char_at(s, 3) == 32 and hints & H_SSN)):   # ddd-dd-dddd; spaced only under an SSN name
             return found + ("us_ssn",) if is_ssn(s) else found
         if s.seen & K_AT:
             return ("email",) if _is_email(value) else ()

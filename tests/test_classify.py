@@ -48,6 +48,7 @@ POSITIVES = [
     ("001-01-0001", "customer.ssn", {"us_ssn"}),
     ("536221234", "ssn", {"us_ssn"}),
     ("536221234", "socialSecurityNumber", {"us_ssn"}),
+    ("536 22 1234", "ssn", {"us_ssn"}),
     # emails
     ("jane.doe@example.com", None, {"email"}),
     ("o'reilly+news@mail.example.org", "to", {"email"}),
@@ -246,6 +247,7 @@ DECOYS = [
     ("color", "key"),
     ("true", "phone_verified"),
     ("12345678", "phone_count"),
+    ("123 45 6789", None),                             # spaced digits: an SSN only under its name
     ("1733300000000", "phone_ts"),                    # epoch milliseconds under a name about the phone
     ("+1 (415)155-0132", None),                        # NANP exchange cannot start with 1
     ("123456789", "ssn_length"),
