@@ -127,3 +127,18 @@ def test_live_shedding_passes_over_bodies_of_endpoints_already_shaped():
         assert sum("body_not_shaped" in r["sensor.completeness"] for r in recs) == 5 - shaped
         assert sum("sensor.sensitive" in r for r in recs) == shaped
         assert stage.enricher.counters["bodies_shed"] == 5 - shaped
+
+
+def test_route_learner_keeps_a_bounded_set_of_response_shapes():
+    """Response key-path sets reach the route tree interned, one object per
+    distinct set, and past the bound no new one is kept (hostile or merely
+    countless shapes cannot grow the tree's memory)."""
+    from sensor.enrich import _SHAPE_KEYS_MAX, Enricher
+
+    en = Enricher()
+    first = frozenset(("a", "b", "c"))
+    assert en.shape_key(first) is first and en.shape_key(frozenset(("c", "b", "a"))) is first
+    for i in range(_SHAPE_KEYS_MAX):
+        en.shape_key(frozenset(("k%d" % i, "x", "y")))
+    assert len(en.shape_keys) == _SHAPE_KEYS_MAX
+    assert en.shape_key(frozenset(("new", "x", "y"))) is None and en.shape_key(first) is first

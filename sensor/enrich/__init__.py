@@ -43,6 +43,7 @@ _QUERY_CACHED_MAX = 256      # ... when no longer than this
 _FIELD_CACHE_MAX = 4096      # header field and cookie values whose classes are remembered ...
 _FIELD_CACHED_MAX = 256      # ... when no longer than this
 _SHED_ENDPOINTS_MAX = 65536  # endpoints whose body was shaped while shedding
+_SHAPE_KEYS_MAX = 4096       # distinct response key-path sets the route learner is given
 
 
 _NO_AUTH = ("sensor.auth", {"scheme": "none"})     # no credential field, no query: shared, never changed
@@ -121,6 +122,7 @@ class Enricher:
         self.shed_ns = None if shed_lag is None else int(shed_lag * 1e9)    # live capture only
         self.shedding = False
         self.shaped_endpoints = set()   # (host, method, route, side, content type) shaped while shedding
+        self.shape_keys = {}            # response key-path set -> itself (shape_key)
         self.counters = {"bodies_shaped": 0, "bodies_undecodable": 0, "decompression_limits": 0,
                          "shape_cache_hits": 0, "bodies_shed": 0,
                          "records_held": 0}
@@ -270,7 +272,7 @@ class Enricher:
                 if side == 0 and shape.operation:
                     operation = shape.operation
                 elif side == 1 and t.method == "GET" and type(t.status) is int and 200 <= t.status < 300:
-                    learned = shape.paths
+                    learned = self.shape_key(shape.paths)
             t.release_bodies()
         for name, value in fields:
             if name == "soapaction" and value.strip('" '):
@@ -281,6 +283,17 @@ class Enricher:
             extra.append(("sensor.sensitive", [{"class": c, "in": w, "name": n, "count": k}
                                                for (c, w, n), k in sorted(found.items())]))
         return host, path, learned
+
+    def shape_key(self, paths):
+        """A response's key paths as the route learner keeps them: one object
+        per distinct set, and no new one past _SHAPE_KEYS_MAX (the tree's
+        memory stays bounded; folding by count goes on)."""
+        if paths is None:
+            return None
+        kept = self.shape_keys.get(paths)
+        if kept is None and len(self.shape_keys) < _SHAPE_KEYS_MAX:
+            kept = self.shape_keys[paths] = paths
+        return kept
 
     def body(self, t, side, data, ctype, coding):
         truncated = bool(t.flags & _FLAG["request_body_truncated" if side == 0 else "response_body_truncated"])

@@ -86,8 +86,10 @@ _CONTROL_BYTES = re.compile(rb"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 # the caches hold names, and keys that are data: bounded in entries and in
 # the size of what they keep
 _VALUE_KEY_CACHE_MAX = 16384
-# a shape with fewer fields says too little to tell endpoints apart (Shape.paths)
+# a shape with fewer fields says too little to tell endpoints apart (Shape.paths);
+# its first paths (sorted) are enough to, and bound what the route tree keeps
 _SIBLING_FIELDS = 3
+_SIBLING_PATHS = 32
 _CACHED_KEY_MAX = 256
 _value_key_cache = {}
 
@@ -147,7 +149,8 @@ def _make(kind, collector):
     pairs = sorted([(path, "|".join(sorted(types)) if len(types) > 1 else next(iter(types)))
                     for path, types in collector.types.items()])
     fields = dict(pairs)
-    made = fields, _fingerprint(kind, pairs), frozenset(fields) if len(fields) >= _SIBLING_FIELDS else None
+    made = (fields, _fingerprint(kind, pairs),
+            frozenset(list(fields)[:_SIBLING_PATHS]) if len(fields) >= _SIBLING_FIELDS else None)
     if key is not None:
         if _made_size >= _MADE_MAX:
             _made.clear()
