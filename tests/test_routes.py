@@ -84,6 +84,19 @@ def test_slugs_whose_responses_share_a_shape_fold_early():
         assert r.settled and 0 < r.confidence < 1
 
 
+def test_two_slugs_fold_when_their_responses_have_the_same_rich_shape():
+    learner = RouteLearner()
+    learner.observe("h", "/categories/books", PRODUCT)
+    learner.observe("h", "/categories/garden", PRODUCT)
+    assert route(learner, "/categories/books", "h") == "/categories/{categoryId}"
+    # a poorer shape, or one key path apart, is not enough with two
+    for path, shape in (("/teams/alpha", frozenset(("id", "name", "size"))), ("/teams/beta", frozenset(("id", "name", "size"))),
+                        ("/regions/north", PRODUCT), ("/regions/south", PRODUCT | {"discount"})):
+        learner.observe("h", path, shape)
+    assert route(learner, "/teams/alpha", "h") == "/teams/alpha"
+    assert route(learner, "/regions/north", "h") == "/regions/north"
+
+
 def test_siblings_of_different_shapes_or_under_a_namespace_stay_literal():
     learner = RouteLearner()
     shapes = [PRODUCT, frozenset(("total", "items", "items[].id", "items[].sku")),

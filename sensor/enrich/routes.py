@@ -32,7 +32,8 @@ A segment is, on its own (see `segment_type`):
   `shape_siblings` literals (and two thirds of those with one) answered
   GETs with successful responses of one shape (`learn(..., shape)`: key
   paths, three quarters shared): /products/red-shoes, /products/blue-hat
-  and /products/olive-scarf are one endpoint. Positions right under
+  and /products/olive-scarf are one endpoint; two are when their responses
+  have the very same `shape_pair_paths` or more key paths. Positions right under
   the root, a namespace or a version hold resource names (/api/users,
   /api/orders, ...) and fold only past `max_distinct`, which bounds every
   position anyway. Right after a
@@ -231,10 +232,12 @@ class RouteLearner(RouteWalker):
     ext/routes.pxi; the learning they call on is here."""
 
     def __init__(self, hints=None, min_distinct=10, max_distinct=64, settle_count=10, shape_siblings=3,
-                 max_nodes=10000, max_total_nodes=200000, max_hosts=1024, max_depth=64, cache_size=65536):
+                 shape_pair_paths=5, max_nodes=10000, max_total_nodes=200000, max_hosts=1024, max_depth=64,
+                 cache_size=65536):
         self.hints = list(hints or ())
         self.min_distinct = min_distinct
         self.shape_siblings = shape_siblings
+        self.shape_pair_paths = shape_pair_paths
         self.max_distinct = max_distinct
         self.settle_count = settle_count
         self.max_nodes = max_nodes
@@ -339,8 +342,11 @@ class RouteLearner(RouteWalker):
         """True when `shape_siblings` or more of these literals (and two
         thirds of those with a shape) answered GETs with responses of one
         shape: /products/red-shoes, /products/blue-hat... are one endpoint
-        long before their count could tell."""
+        long before their count could tell. Two whose responses have the
+        very same key paths, `shape_pair_paths` or more, are too."""
         shapes = [c.shape for c in plain if c.shape is not None]
+        if len(shapes) == 2 and shapes[0] == shapes[1] and len(shapes[0]) >= self.shape_pair_paths:
+            return True
         if len(shapes) < self.shape_siblings:
             return False
         best = max(sum(_similar(a, b) for b in shapes) for a in shapes)
