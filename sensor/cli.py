@@ -56,11 +56,11 @@ def _summary(res, records):
     if detail:
         lines.append("  " + ", ".join("%s %d" % kv for kv in sorted(detail.items())))
     e = s.get("enrichment")
-    if e and (e["bodies_shaped"] or e["bodies_undecodable"]):
-        lines.append("  enrichment: %d bodies shaped (%d more from cache), %d undecodable, %d over the "
-                     "decompression limit, %d not shaped while behind" % (
-                         e["bodies_shaped"], e["shape_cache_hits"], e["bodies_undecodable"],
-                         e["decompression_limits"], e["bodies_shed"]))
+    if e and (e["bodies_shaped"] or e["bodies_undecodable"] or e["bodies_shed"]):
+        lines.append("  enrichment: %d bodies shaped (%d more from cache)" % (e["bodies_shaped"], e["shape_cache_hits"])
+                     + "".join(", %d %s" % (e[k], what) for k, what in (
+                         ("bodies_undecodable", "undecodable"), ("decompression_limits", "over the decompression limit"),
+                         ("bodies_shed", "not shaped while behind")) if e[k]))
     return "\n".join(lines)
 
 
