@@ -484,9 +484,7 @@ cpdef tuple name_info(name):
         return <tuple>hit
     cdef tuple info = _name_info(name)
     if len(name) <= _CACHED_NAME_MAX:
-        if len(_name_infos) >= _NAME_INFOS_MAX:
-            _name_infos.clear()
-        _name_infos[name] = info
+        remember(_name_infos, name, info, _NAME_INFOS_MAX)
     return info
 
 

@@ -44,9 +44,7 @@ cpdef tuple segment_class(str seg):
         return ROUTE_VALUE, "long"
     got = _segment_classes.get(seg)
     if got is None:
-        if len(_segment_classes) >= _SEGMENT_CLASSES_MAX:
-            _segment_classes.clear()
-        got = _segment_classes[seg] = _route_classify(seg)
+        got = remember(_segment_classes, seg, _route_classify(seg), _SEGMENT_CLASSES_MAX)
     return <tuple>got
 
 
@@ -110,9 +108,7 @@ cdef class RouteWalker:
         n = self.observed.get(key, 0)
         if n < _OBSERVED_ENOUGH:
             self._observe(host, path, shape)
-            if len(self.observed) >= _OBSERVED_MAX:
-                self.observed.clear()
-            self.observed[key] = n + 1
+            remember(self.observed, key, n + 1, _OBSERVED_MAX)
         return self._resolution(key)
 
     def observe(self, str host, str path, frozenset shape=None):
@@ -159,7 +155,7 @@ cdef class RouteWalker:
         if shape is not None and node.shape is None and parent is not None and not node.pinned \
                 and not node.is_param:
             node.shape = shape
-            self._shaped(tree, parent)
+            self._fold(tree, parent)
         return 0
 
     cdef _resolution(self, tuple key):
@@ -172,9 +168,7 @@ cdef class RouteWalker:
         tree = self._tree(key[0])
         got = self._resolve(tree, path)
         if len(path) <= _CACHED_PATH_MAX:
-            if len(self.cache) >= self.cache_size:
-                self.cache.clear()      # cheaper than evicting one by one (deleted slots slow iteration)
-            self.cache[key] = tree, tree.generation, got
+            remember(self.cache, key, (tree, tree.generation, got), self.cache_size)
         return got
 
     cpdef RouteTree _tree(self, str host):

@@ -150,7 +150,8 @@ cdef object token_text(const unsigned char* s, Py_ssize_t n, bint escaped):
         return None
 
 
-cdef inline str join_path(str path, str label):
+cpdef str join_path(str path, str label):
+    """A key path one level down: path.label (label alone at the root)."""
     return path + "." + label if path else label
 
 

@@ -158,9 +158,7 @@ cdef void tls_client_hello(TlsInfo t, bytes hs):
         elif typ == 16:
             t.alpn_offered = alpn_list(data)
         elif typ == 43 and len(data) > 1:                   # supported_versions
-            t.versions_offered = [tls_version_name((data[i] << 8) | data[i + 1])
-                                  for i in range(1, min(len(data), 1 + data[0]) - 1, 2)
-                                  if not grease((data[i] << 8) | data[i + 1])]
+            t.versions_offered = [tls_version_name(v) for v in u16_list(data, 1, 1 + data[0])]
     t.ja3 = ja3_hash([(hs[4] << 8) | hs[5], ciphers, ext_types, groups, formats])
 
 cdef void tls_server_hello(TlsInfo t, bytes hs):

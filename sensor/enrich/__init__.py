@@ -24,7 +24,7 @@ import re
 import time
 from urllib.parse import unquote, unquote_plus
 
-from .._core import FLAG_NAMES, Txn, split_target
+from .._core import FLAG_NAMES, Txn, remember, split_target
 from .auth import auth_scheme, credential_classes, is_session_cookie
 from .classify import value_classes, value_format
 from .decode import LIMIT, UNDECODABLE, decode_body
@@ -91,6 +91,13 @@ def _add(found, classes, where, name):
     for c in classes:
         key = (c, where, name)
         found[key] = found.get(key, 0) + 1
+
+
+def _add_shape(found, shape, where):
+    """Counts the findings of a shape as found in `where`."""
+    for cls, name, count in shape.findings:
+        key = (cls, where, name)
+        found[key] = found.get(key, 0) + count
 
 
 def _cookies(value):
@@ -204,10 +211,9 @@ class Enricher:
         """Adds the route entries: r, the route learner's resolution of path."""
         entries = self.route_entries.get(r)
         if entries is None:         # round() alone costs more than the look-up
-            if len(self.route_entries) >= _ROUTE_CACHE_MAX:
-                self.route_entries.clear()
-            entries = self.route_entries[r] = (("url.path", r.masked), ("http.route", r.route),
-                                               ("sensor.route.confidence", round(r.confidence, 2)))
+            entries = remember(self.route_entries, r, (("url.path", r.masked), ("http.route", r.route),
+                                                       ("sensor.route.confidence", round(r.confidence, 2))),
+                               _ROUTE_CACHE_MAX)
         t.extra += entries
         if self.keep_examples:
             segments = [s for s in path.split("/") if s]
@@ -253,9 +259,7 @@ class Enricher:
             if shape is not None and shape.operation:
                 operation = shape.operation
                 extra.append(("sensor.shape.request", shape.to_record()))
-                for cls, key, count in shape.findings:
-                    k = (cls, "query", key)
-                    found[k] = found.get(k, 0) + count
+                _add_shape(found, shape, "query")
         if t.has_bodies:
             for side, data, ctype, coding in ((0, t.req_body_data, t.req_content_type, t.req_content_encoding),
                                               (1, t.resp_body_data, t.resp_content_type, t.resp_content_encoding)):
@@ -264,11 +268,8 @@ class Enricher:
                 shape = self.body(t, side, data, ctype, coding)
                 if shape is None:
                     continue
-                where = "request.body" if side == 0 else "response.body"
                 extra.append(("sensor.shape.request" if side == 0 else "sensor.shape.response", shape.to_record()))
-                for cls, key, count in shape.findings:
-                    k = (cls, where, key)
-                    found[k] = found.get(k, 0) + count
+                _add_shape(found, shape, "request.body" if side == 0 else "response.body")
                 if side == 0 and shape.operation:
                     operation = shape.operation
                 elif side == 1 and t.method == "GET" and type(t.status) is int and 200 <= t.status < 300:
@@ -339,15 +340,10 @@ class Enricher:
                 continue
             classes = cache.get(seg)
             if classes is None:
-                if len(cache) >= _SEGMENT_CACHE_MAX:
-                    cache.clear()
-                classes = cache[seg] = value_classes(unquote(seg))
+                classes = remember(cache, seg, value_classes(unquote(seg)), _SEGMENT_CACHE_MAX)
             if classes:
                 findings.append((classes, str(i)))
-        if len(self.path_found) >= _PATH_CACHE_MAX:
-            self.path_found.clear()
-        self.path_found[path] = findings
-        return findings
+        return remember(self.path_found, path, findings, _PATH_CACHE_MAX)
 
     def query(self, query):
         """(name, value) pairs of a query string, its record entries and
@@ -370,9 +366,7 @@ class Enricher:
             entries.append(("sensor.examples.query", examples))
         got = pairs, entries, findings
         if len(query) <= _QUERY_CACHED_MAX:
-            if len(self.queries) >= _QUERY_CACHE_MAX:
-                self.queries.clear()
-            self.queries[query] = got
+            remember(self.queries, query, got, _QUERY_CACHE_MAX)
         return got
 
     def query_param(self, part):
@@ -396,9 +390,7 @@ class Enricher:
                [(found, label) for found, label in findings if found],
                redact(value, classes) if self.keep_examples else None)
         if len(part) <= _QUERY_CACHED_MAX:
-            if len(self.query_params) >= _QUERY_CACHE_MAX:
-                self.query_params.clear()
-            self.query_params[part] = got
+            remember(self.query_params, part, got, _QUERY_CACHE_MAX)
         return got
 
     def request_fields(self, fields, found):
@@ -434,7 +426,5 @@ class Enricher:
         if classes is None:
             classes = value_classes(value, name)
             if len(value) <= _FIELD_CACHED_MAX:
-                if len(self.field_cache) >= _FIELD_CACHE_MAX:
-                    self.field_cache.clear()
-                self.field_cache[key] = classes
+                remember(self.field_cache, key, classes, _FIELD_CACHE_MAX)
         return classes

@@ -306,10 +306,11 @@ class RouteLearner(RouteWalker):
             return node.param
         return child
 
-    def _shaped(self, tree, node):
-        """A child of `node` got its response shape: the position may now
-        prove to hold values by its siblings' shapes."""
-        if any(not c.pinned for c in node.children.values()) and self._holds_values(node):
+    def _fold(self, tree, node):
+        """Folds the plain literals of `node` when its position was decided
+        to hold values or proves to (after a merge, or when a child got its
+        response shape)."""
+        if any(not c.pinned for c in node.children.values()) and (node.variable or self._holds_values(node)):
             self._collapse(tree, node)
 
     def _holds_values(self, node):
@@ -409,8 +410,7 @@ class RouteLearner(RouteWalker):
             self._recheck(tree, child)
         if node.param is not None:
             self._recheck(tree, node.param)
-        if any(not c.pinned for c in node.children.values()) and (node.variable or self._holds_values(node)):
-            self._collapse(tree, node)
+        self._fold(tree, node)
 
     def _note_parent(self, tree, literal, hashes):
         """A literal after a parameter came under these values of it: under

@@ -63,7 +63,7 @@ from _blake2 import blake2b      # hashlib pulls in OpenSSL at start-up
 from urllib.parse import parse_qsl
 from xml.parsers import expat
 
-from .._core import ShapeCollector, shape_setup
+from .._core import ShapeCollector, join_path, remember, shape_setup
 from .classify import value_classes, value_format
 from .examples import redact
 
@@ -106,19 +106,13 @@ def _is_value_key(key):
             # camelCase names of 16+ letters can pass for base64: only with a digit is it data
             verdict = fmt is not None and (fmt != "base64" or any(c.isdigit() for c in key))
         if len(key) <= _CACHED_KEY_MAX:
-            if len(_value_key_cache) >= _VALUE_KEY_CACHE_MAX:
-                _value_key_cache.clear()
-            _value_key_cache[key] = verdict
+            remember(_value_key_cache, key, verdict, _VALUE_KEY_CACHE_MAX)
     return verdict
 
 
 def _label(key):
     """A key as a path component: cut to length, "{key}" when it is data."""
     return "{key}" if _is_value_key(key) else key[:_MAX_NAME]
-
-
-def _join(path, label):
-    return path + "." + label if path else label
 
 
 # the walk itself is Cython (ext/shape.pxi); what a value or a key is, is told here
@@ -305,7 +299,7 @@ def _selections(tokens, i, literals, path="", nesting=0):
             if not _GRAPHQL_NAME.match(token):
                 raise ValueError
         items.append(token)
-        field = _join(path, token[:_MAX_NAME])
+        field = join_path(path, token[:_MAX_NAME])
         i += 1
         if tokens[i] == "(":
             end = _skip_group(tokens, i)
@@ -507,7 +501,7 @@ def _form_path(name, col):
         segments = segments[:col.max_depth - 1]
     path = _label(head)
     for segment in segments:
-        path = path + "[]" if not segment or segment.isdigit() else _join(path, _label(segment))
+        path = path + "[]" if not segment or segment.isdigit() else join_path(path, _label(segment))
     return path
 
 
@@ -601,7 +595,7 @@ def _read_xml(data, params, col, truncated):
             soap.append(_rpc_name(tag.rpartition(" ")[2]))
         path = None
         if parent is not None and col.deeper(depth):
-            path = _join(parent, _xml_label(tag))
+            path = join_path(parent, _xml_label(tag))
             for attr, value in attrs.items():
                 col.string(path + ".@" + _xml_label(attr), value, attr.rpartition(" ")[2])
         open_elements.append([path, tag, False, []])
@@ -698,7 +692,7 @@ def _proto_message(buf, fields, path, depth, col):
     for number, _, _ in fields:
         (repeated if number in seen else seen).add(number)
     for number, wire, value in fields:
-        field_path = _join(path, "%d[]" % number if number in repeated else str(number))
+        field_path = join_path(path, "%d[]" % number if number in repeated else str(number))
         if wire != 2:
             col.add(field_path, _FIXED_TYPES[wire])
             continue
@@ -817,9 +811,7 @@ def body_shape(data, ctype, truncated=False, *, max_depth=MAX_DEPTH, max_paths=M
         mtype, params = _media_type(ctype)
         media = _reader(mtype), params
         if len(ctype) <= _CACHED_KEY_MAX:
-            if len(_readers) >= _READERS_MAX:
-                _readers.clear()
-            _readers[ctype] = media
+            remember(_readers, ctype, media, _READERS_MAX)
     reader, params = media
     if reader is None:
         return None
