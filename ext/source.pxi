@@ -1,8 +1,10 @@
 # Capture-file source: pcap / pcapng (optionally gzip-compressed) -> RawPacket.
 #
-# The file is read through one malloc'd window; next() walks C pointers over it
-# and only calls into Python (readinto) to refill, so per-packet cost is a few
-# loads and memory stays bounded whatever the file size.
+# A plain file is mapped and next() walks C pointers over the mapping: no copy
+# into the process, and pages already read are handed back every few MiB so
+# memory stays bounded whatever the file size (sigbus.h covers a file that
+# shrinks meanwhile). Compressed input and what cannot be mapped (pipes) are
+# read through one malloc'd window that next() refills with readinto.
 
 import gzip
 import os
@@ -12,6 +14,13 @@ from cpython.memoryview cimport PyMemoryView_FromMemory
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memmove
+from posix.mman cimport mmap, munmap, madvise, PROT_READ, MAP_PRIVATE, MAP_FAILED, MADV_SEQUENTIAL, MADV_DONTNEED
+from posix.stat cimport S_ISREG
+
+cdef extern from "sigbus.h" nogil:
+    int sb_watch(const void* lo, size_t n)
+    void sb_unwatch(int slot)
+    int sb_lost(int slot, const uint8_t* last)
 
 cdef struct RawPacket:
     const uint8_t* data     # captured bytes; valid until the next call to next()
@@ -22,6 +31,7 @@ cdef struct RawPacket:
 
 cdef enum:
     WINDOW = 4 << 20        # read window; grown only for a record larger than this
+    HAND_BACK = 16 << 20    # mapped bytes read before they are handed back (RSS bound)
     MAX_RECORD = 256 << 20  # a longer record can only be corruption
     MAX_IFACES = 65536      # per pcapng section; bounds the interface table
     BT_SHB = 0x0A0D0D0A     # pcapng block types
@@ -99,6 +109,8 @@ cdef class CaptureReader:
 
     cdef uint8_t* buf
     cdef size_t cap, pos, end           # window [pos, end) holds unread bytes
+    cdef int mapped                     # sigbus.h slot of the mapping buf points into; -1: a window
+    cdef size_t handed_back             # mapped bytes below this are released
     cdef uint64_t base                  # stream offset of buf[0] (uncompressed for gzip)
     cdef bint eof, gz, ng, be
     cdef object _raw, _readinto         # on-disk file; bound readinto of the byte stream
@@ -113,6 +125,7 @@ cdef class CaptureReader:
 
     def __cinit__(self, path):
         self.path = os.fsdecode(path)
+        self.mapped = -1
         try:
             raw = open(path, 'rb', buffering=0)
         except OSError as e:
@@ -129,7 +142,7 @@ cdef class CaptureReader:
                 # stream loses nothing already decompressed.
                 self.gz = True
                 self._readinto = gzip.GzipFile(fileobj=raw, mode='rb').readinto1
-            else:
+            elif not self._map(raw.fileno()):
                 self._readinto = raw.readinto
             self._fill(24)
             if self.end == 0:
@@ -143,7 +156,7 @@ cdef class CaptureReader:
             raise
 
     def __dealloc__(self):
-        free(self.buf)
+        self._release()
         free(self.ifaces)
 
     def __enter__(self):
@@ -157,10 +170,50 @@ cdef class CaptureReader:
         if self._raw is not None:
             self._raw.close()
             self._raw = self._readinto = None
-        free(self.buf)
-        self.buf = NULL
+        if self.mapped >= 0:
+            self.file_pos = self.end
+        self._release()
         self.cap = self.pos = self.end = 0
         self.eof = True
+
+    cdef bint _map(self, int fd):
+        """Map a plain file whole: buf is then the file and the input is all there."""
+        cdef void* m
+        cdef int slot
+        if not S_ISREG(os.fstat(fd).st_mode) or self.file_size == 0:
+            return False
+        m = mmap(NULL, self.file_size, PROT_READ, MAP_PRIVATE, fd, 0)
+        if m == MAP_FAILED:
+            return False
+        slot = sb_watch(m, self.file_size)
+        if slot < 0:                        # every slot taken by other readers: read instead
+            munmap(m, self.file_size)
+            return False
+        madvise(m, self.file_size, MADV_SEQUENTIAL)
+        self.buf, self.mapped = <uint8_t*>m, slot
+        self.cap = self.end = self.file_size
+        self.eof = True
+        return True
+
+    cdef void _release(self):
+        if self.mapped >= 0:
+            sb_unwatch(self.mapped)
+            munmap(self.buf, self.file_size)
+            self.mapped = -1
+        else:
+            free(self.buf)
+        self.buf = NULL
+
+    cdef bint _shrunk(self) except -1:
+        """The mapped file lost a part since it was mapped."""
+        return self.mapped >= 0 and (sb_lost(self.mapped, self.buf)
+                                     or os.fstat(self._raw.fileno()).st_size < self.file_size)
+
+    cdef void _hand_back(self):
+        """Release the mapped pages already read (they stay in the page cache)."""
+        cdef size_t upto = self.pos & ~(<size_t>HAND_BACK - 1)
+        madvise(self.buf + self.handed_back, upto - self.handed_back, MADV_DONTNEED)
+        self.handed_back = self.file_pos = upto
 
     cdef _parse_header(self):
         cdef const uint8_t* p = self.buf
@@ -213,6 +266,8 @@ cdef class CaptureReader:
 
     cdef int _stop(self, str reason) except -1:
         """Stop reading for good: the rest of the input is unusable."""
+        if self._shrunk():
+            reason = "file shrank while being read"
         where = "uncompressed offset" if self.gz else "offset"
         self.truncated = True
         self.warning = f"{self.path}: {reason} at {where} {self.base + self.pos}; {self.packets} packets read"
@@ -231,10 +286,18 @@ cdef class CaptureReader:
 
     cdef int next(self, RawPacket* pkt) except -1:
         """Fill pkt with the next packet: 1, or 0 at end of input (see .truncated)."""
+        cdef int got = self._next_ng(pkt) if self.ng else self._next_pcap(pkt)
+        if got and self.mapped >= 0:
+            # past the new end a page is gone (sigbus.h); the rest of the last page reads zeros
+            if sb_lost(self.mapped, pkt.data + pkt.caplen - 1) or pkt.caplen == 0 and self._shrunk():
+                return self._stop("file shrank while being read")
+            if self.pos - self.handed_back >= HAND_BACK:
+                self._hand_back()
+        return got
+
+    cdef inline int _next_pcap(self, RawPacket* pkt) except -1:
         cdef const uint8_t* p
         cdef uint32_t caplen
-        if self.ng:
-            return self._next_ng(pkt)
         if self.end - self.pos < 16 and not self._fill(16):
             return self._at_end()
         p = self.buf + self.pos

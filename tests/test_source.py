@@ -289,23 +289,51 @@ def test_close_stops_reading(tmp_path):
     assert list(iter_packets(r)) == [] and not r.truncated
 
 
-# --- window refills -----------------------------------------------------------
+# --- large files: mapped (plain) and through the window (gzip) ------------------
 
-def test_large_file_across_window_refills(tmp_path):
-    # ~20 MB of mixed odd sizes, so records straddle the 4 MiB window's edge,
-    # plus one 6 MiB record bigger than the window itself.
+@pytest.mark.parametrize("compressed", [False, True], ids=["mapped", "window"])
+def test_large_file(tmp_path, compressed):
+    # ~20 MB of mixed odd sizes, so records straddle the 4 MiB window's edge
+    # and the mapping's 16 MiB hand-back steps, plus one 6 MiB record bigger
+    # than the window itself.
     sizes = [60, 1514, 9001, 333, 4097, 65535]
     pkts = [(T0 + i * 1000, payload(i, sizes[i % len(sizes)]), 70000) for i in range(1400)]
     pkts.insert(700, (T0, payload(9999, 6 << 20), 6 << 20))
     data = pcap(pkts, nano=True, snaplen=1 << 24)
     assert len(data) > 20_000_000
-    r = CaptureReader(write(tmp_path, "big.pcap", data + b"\0" * 10))    # ends inside a header
+    data += b"\0" * 10                                  # ends inside a header
+    if compressed:
+        path = write(tmp_path, "big.pcap.gz", gzip.compress(data, compresslevel=1))
+    else:
+        path = write(tmp_path, "big.pcap", data)
+    r = CaptureReader(path)
     got = list(iter_packets(r))
     assert len(got) == len(pkts)
     for (ts, d, wl), g in zip(pkts, got):
         assert g == (ts, 1, len(d), wl, d)
-    assert r.file_pos == len(data) + 10
-    assert r.truncated and f"at offset {len(data)}; {len(pkts)} packets read" in r.warning
+    assert r.file_pos == path.stat().st_size
+    where = "uncompressed offset" if compressed else "offset"
+    assert r.truncated and f"at {where} {len(data) - 10}; {len(pkts)} packets read" in r.warning
+
+
+def test_file_shrinking_while_mapped(tmp_path):
+    # Another program truncating the capture under the reader: the pages past
+    # the new end are gone (SIGBUS on a mapping); the reader stops with a
+    # warning after the packets still there, the process lives on.
+    pkts = [(T0 + i, payload(i, 1400), 1400) for i in range(3000)]  # ~4.2 MB
+    path = write(tmp_path, "shrinks.pcap", pcap(pkts))
+    r = CaptureReader(path)
+    it = iter_packets(r)
+    first = [next(it) for _ in range(10)]
+    keep = 24 + 1000 * (16 + 1400)                      # the first 1000 records stay
+    with open(path, "r+b") as f:
+        f.truncate(keep)
+    rest = list(it)
+    assert [g[4] for g in first + rest] == [d for _, d, _ in pkts[:len(first) + len(rest)]]
+    assert 10 <= len(first) + len(rest) <= 1000
+    assert r.truncated and "file shrank while being read" in r.warning
+    # a new reader of the shrunk file reads what is left, cleanly
+    assert len(list(iter_packets(path))) == 1000
 
 
 # --- real captures ------------------------------------------------------------
