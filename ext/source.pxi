@@ -1,12 +1,12 @@
 # Capture-file source: pcap / pcapng (optionally gzip-compressed) -> RawPacket.
 #
-# A plain file is mapped and next() walks C pointers over the mapping: no copy
-# into the process, and pages already read are handed back every few MiB so
-# memory stays bounded whatever the file size (sigbus.h covers a file that
-# shrinks meanwhile). Compressed input and what cannot be mapped (pipes) are
-# read through one malloc'd window that next() refills with readinto.
+# next() walks C pointers over a window of the input and only leaves C to
+# move the window on, so per-packet cost is a few loads and memory stays
+# bounded whatever the file size. A plain file's window is a mapping of it,
+# moved by remapping: no copy into the process (sigbus.h covers a file that
+# shrinks meanwhile). Compressed input and what cannot be mapped (pipes) go
+# through a malloc'd window that readinto refills.
 
-import gzip
 import os
 
 from cpython.buffer cimport PyBUF_WRITE
@@ -14,7 +14,7 @@ from cpython.memoryview cimport PyMemoryView_FromMemory
 from libc.stdint cimport int64_t, uint8_t, uint16_t, uint32_t, uint64_t
 from libc.stdlib cimport free, realloc
 from libc.string cimport memmove
-from posix.mman cimport mmap, munmap, madvise, PROT_READ, MAP_PRIVATE, MAP_FAILED, MADV_SEQUENTIAL, MADV_DONTNEED
+from posix.mman cimport mmap, munmap, madvise, PROT_READ, MAP_PRIVATE, MAP_FAILED, MADV_SEQUENTIAL
 from posix.stat cimport S_ISREG
 
 cdef extern from "sigbus.h" nogil:
@@ -31,7 +31,7 @@ cdef struct RawPacket:
 
 cdef enum:
     WINDOW = 4 << 20        # read window; grown only for a record larger than this
-    HAND_BACK = 16 << 20    # mapped bytes read before they are handed back (RSS bound)
+    MAP_WINDOW = 16 << 20   # mapped window: the file pages it can hold bound RSS
     MAX_RECORD = 256 << 20  # a longer record can only be corruption
     MAX_IFACES = 65536      # per pcapng section; bounds the interface table
     BT_SHB = 0x0A0D0D0A     # pcapng block types
@@ -109,8 +109,8 @@ cdef class CaptureReader:
 
     cdef uint8_t* buf
     cdef size_t cap, pos, end           # window [pos, end) holds unread bytes
-    cdef int mapped                     # sigbus.h slot of the mapping buf points into; -1: a window
-    cdef size_t handed_back             # mapped bytes below this are released
+    cdef int mapped                     # buf is: the mapping in this sigbus.h slot, or -1 a malloc'd
+                                        # window, or -2 nothing yet (a plain file mapped at _fill)
     cdef uint64_t base                  # stream offset of buf[0] (uncompressed for gzip)
     cdef bint eof, gz, ng, be
     cdef object _raw, _readinto         # on-disk file; bound readinto of the byte stream
@@ -140,9 +140,12 @@ cdef class CaptureReader:
             if head[:2] == b'\x1f\x8b':
                 # readinto1: one decompression step per call, so a truncated
                 # stream loses nothing already decompressed.
+                import gzip                 # here: spared at every start
                 self.gz = True
                 self._readinto = gzip.GzipFile(fileobj=raw, mode='rb').readinto1
-            elif not self._map(raw.fileno()):
+            elif S_ISREG(os.fstat(raw.fileno()).st_mode):
+                self.mapped = -2            # mapped from the first _fill on
+            else:
                 self._readinto = raw.readinto
             self._fill(24)
             if self.end == 0:
@@ -167,40 +170,45 @@ cdef class CaptureReader:
 
     def close(self):
         """Release the file and the window; later next() calls return 0."""
+        self._release()
+        self.mapped = -1
         if self._raw is not None:
             self._raw.close()
             self._raw = self._readinto = None
-        if self.mapped >= 0:
-            self.file_pos = self.end
-        self._release()
         self.cap = self.pos = self.end = 0
         self.eof = True
 
-    cdef bint _map(self, int fd):
-        """Map a plain file whole: buf is then the file and the input is all there."""
+    cdef int _remap(self, size_t n) except -1:
+        """The mapped window moved to start at the page of buf+pos, n bytes at least."""
+        cdef uint64_t off = self.base + self.pos, at = off & ~<uint64_t>4095
+        cdef size_t length = max(<size_t>MAP_WINDOW, off - at + n)
         cdef void* m
-        cdef int slot
-        if not S_ISREG(os.fstat(fd).st_mode) or self.file_size == 0:
-            return False
-        m = mmap(NULL, self.file_size, PROT_READ, MAP_PRIVATE, fd, 0)
-        if m == MAP_FAILED:
-            return False
-        slot = sb_watch(m, self.file_size)
-        if slot < 0:                        # every slot taken by other readers: read instead
-            munmap(m, self.file_size)
-            return False
-        madvise(m, self.file_size, MADV_SEQUENTIAL)
-        self.buf, self.mapped = <uint8_t*>m, slot
-        self.cap = self.end = self.file_size
-        self.eof = True
-        return True
+        if length > self.file_size - at:
+            length = self.file_size - at
+        if at == self.base and length <= self.cap:
+            return 0                        # nothing more to map: the file ends there
+        self._release()
+        m = mmap(NULL, length, PROT_READ, MAP_PRIVATE, self._raw.fileno(), at)
+        self.mapped = sb_watch(m, length) if m != MAP_FAILED else -1
+        if self.mapped < 0:                 # read it instead, from where we are
+            if m != MAP_FAILED:
+                munmap(m, length)
+            self._raw.seek(off)
+            self._readinto = self._raw.readinto
+            self.base, self.pos, self.cap, self.end = off, 0, 0, 0
+            return 0
+        madvise(m, length, MADV_SEQUENTIAL)
+        self.buf, self.base, self.pos = <uint8_t*>m, at, off - at
+        self.cap = self.end = length
+        self.file_pos = at + length
+        return 0
 
     cdef void _release(self):
         if self.mapped >= 0:
             sb_unwatch(self.mapped)
-            munmap(self.buf, self.file_size)
-            self.mapped = -1
-        else:
+            munmap(self.buf, self.cap)
+            self.mapped = -2
+        elif self.mapped == -1:
             free(self.buf)
         self.buf = NULL
 
@@ -208,12 +216,6 @@ cdef class CaptureReader:
         """The mapped file lost a part since it was mapped."""
         return self.mapped >= 0 and (sb_lost(self.mapped, self.buf)
                                      or os.fstat(self._raw.fileno()).st_size < self.file_size)
-
-    cdef void _hand_back(self):
-        """Release the mapped pages already read (they stay in the page cache)."""
-        cdef size_t upto = self.pos & ~(<size_t>HAND_BACK - 1)
-        madvise(self.buf + self.handed_back, upto - self.handed_back, MADV_DONTNEED)
-        self.handed_back = self.file_pos = upto
 
     cdef _parse_header(self):
         cdef const uint8_t* p = self.buf
@@ -235,6 +237,10 @@ cdef class CaptureReader:
         cdef size_t keep = self.end - self.pos
         cdef size_t want
         cdef uint8_t* nb
+        if self.mapped != -1:
+            self._remap(n)
+            if self.mapped != -1:
+                return self.end - self.pos >= n
         if self.eof:
             return 0
         if self.pos:                        # slide the unread tail to the front
@@ -291,8 +297,6 @@ cdef class CaptureReader:
             # past the new end a page is gone (sigbus.h); the rest of the last page reads zeros
             if sb_lost(self.mapped, pkt.data + pkt.caplen - 1) or pkt.caplen == 0 and self._shrunk():
                 return self._stop("file shrank while being read")
-            if self.pos - self.handed_back >= HAND_BACK:
-                self._hand_back()
         return got
 
     cdef inline int _next_pcap(self, RawPacket* pkt) except -1:

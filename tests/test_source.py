@@ -336,6 +336,16 @@ def test_file_shrinking_while_mapped(tmp_path):
     assert len(list(iter_packets(path))) == 1000
 
 
+def test_more_readers_than_watched_mappings(tmp_path):
+    # sigbus.h watches 64 mappings; readers beyond them read the file instead
+    pkts = [(T0 + i * 1000, payload(i, 900), 900) for i in range(300)]
+    path = write(tmp_path, "many.pcap", pcap(pkts))
+    readers = [CaptureReader(path) for _ in range(70)]
+    want = [(ts, 1, len(d), wl, d) for ts, d, wl in pkts]
+    for r in readers:
+        assert list(iter_packets(r)) == want and not r.truncated
+
+
 # --- real captures ------------------------------------------------------------
 
 def test_conformance_captures_match_scapy():
