@@ -18,8 +18,9 @@ PCAP_NETMASK_UNKNOWN = 0xFFFFFFFF  # "ip broadcast" then fails to compile, as in
 LINKTYPE_TO_DLT = {14: 12, 100: 11, 101: 12, 102: 15, 103: 16, 106: 19}
 
 
-class BpfError(Exception):
-    """The filter cannot be compiled; str() is a one-line message for the user."""
+class BpfError(ValueError):
+    """The filter cannot be compiled; str() is a one-line message for the user
+    (a ValueError, as the engine's other option errors)."""
 
 
 class _Program(ctypes.Structure):  # struct bpf_program

@@ -127,6 +127,10 @@ def _sink_summary(writer):
 def _enrich_options(f):
     """The enrichment options of replay and capture."""
     options = [
+        click.option("--enrich/--no-enrich", default=True, show_default=True,
+                     help="Endpoint templates, masked path segments, auth, payload shape and sensitive data. "
+                          "--no-enrich writes the core records alone, for traffic metadata at the highest rate: "
+                          "url.path is then as sent, values in path segments included."),
         click.option("--body-cap", type=click.IntRange(0, 16384), default=64, show_default=True,
                      help="KiB of each request and response body read for payload shape and sensitive data "
                           "(JSON, forms, multipart, XML, GraphQL, gRPC); 0 = no bodies. Values never leave the "
@@ -144,10 +148,14 @@ def _enrich_options(f):
     return f
 
 
-def _record_stage(raw_targets, route_hints, keep_examples, shed_lag=None):
-    """The record stage with enrichment; a bad hints file is a one-line error."""
-    from .enrich import Enricher
+def _record_stage(enrich, raw_targets, route_hints, keep_examples, shed_lag=None):
+    """The record stage, with enrichment unless told not; a bad hints file is a one-line error."""
     from .records import RecordStage
+    if not enrich:
+        if route_hints or keep_examples:
+            raise click.UsageError("--route-hints and --keep-examples need enrichment (no --no-enrich)")
+        return RecordStage(raw_targets)
+    from .enrich import Enricher
     try:
         return RecordStage(raw_targets, Enricher(route_hints, keep_examples=keep_examples, shed_lag=shed_lag))
     except (OSError, ValueError) as e:
@@ -188,7 +196,8 @@ def main():
 @_enrich_options
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_window, bpf, tunnel_key,
-           vlan_key, h2_max_streams, h2_max_header_block, body_cap, route_hints, keep_examples, quiet, sink_opts):
+           vlan_key, h2_max_streams, h2_max_header_block, enrich, body_cap, route_hints, keep_examples, quiet,
+           sink_opts):
     """Read pcap/pcapng captures (optionally gzip-compressed) and write one
     record per HTTP transaction.
 
@@ -197,20 +206,20 @@ def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_w
       sensor replay capture.pcap --format jsonl | jq .
       sensor replay day1.pcap.gz day2.pcap.gz -o records.msgpack
     """
-    from .bpf import BpfError
     from .pipeline import replay as run_replay
 
+    stage = _record_stage(enrich, raw_targets, route_hints, keep_examples)
     writer = _open_outputs(output, fmt, sink_opts)
     # SIGTERM stops as Ctrl-C does: the outputs drain within --drain-timeout, the rest stays in their spools
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     progress = _Progress() if sys.stderr.isatty() and not quiet else None
     try:
-        res = run_replay(files, writer, _record_stage(raw_targets, route_hints, keep_examples), progress=progress, bpf=bpf,
+        res = run_replay(files, writer, stage, progress=progress, bpf=bpf,
                          memory_budget=memory_budget << 20, idle_timeout=idle_timeout,
                          h2_max_streams=h2_max_streams, h2_max_header_block=h2_max_header_block,
                          dedup_window=dedup_window / 1000.0, tunnel_in_key=tunnel_key, vlan_in_key=vlan_key,
-                         enrich=True, body_cap=body_cap << 10)
-    except (BpfError, ValueError) as e:
+                         enrich=enrich, body_cap=body_cap << 10 if enrich else 0)
+    except ValueError as e:                 # sensor.bpf.BpfError included
         raise click.ClickException(str(e))
     finally:
         writer.close()
@@ -260,7 +269,7 @@ def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_w
 @click.option("-q", "--quiet", is_flag=True, help="No summary on stderr.")
 def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, no_promisc, duration,
             count, user, stats_interval, memory_budget, idle_timeout, dedup_window, tunnel_key, vlan_key,
-            body_cap, route_hints, keep_examples, shed_lag, quiet, sink_opts):
+            enrich, body_cap, route_hints, keep_examples, shed_lag, quiet, sink_opts):
     """Capture live from network interfaces (SPAN/mirror ports, veth, tunnels)
     and write one record per HTTP transaction. Stops on Ctrl-C or SIGTERM,
     writing the transactions still open as partial records; SIGHUP reopens
@@ -277,22 +286,22 @@ def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, 
     if bpf:
         # compiled for each interface's own link type, checked before the kernel sees it
         from ._core import BpfFilter, _iface_linktype
-        from .bpf import BpfError, compile_bpf
+        from .bpf import compile_bpf
         try:
             codes = {name: compile_bpf(bpf, _iface_linktype(name), snaplen) for name in ifaces}
             for code in codes.values():
                 BpfFilter(code)
-        except (BpfError, ValueError, CaptureSetupError) as e:
+        except (ValueError, CaptureSetupError) as e:     # sensor.bpf.BpfError included
             raise click.ClickException(str(e))
+    stage = _record_stage(enrich, raw_targets, route_hints, keep_examples, shed_lag or None)
     writer = _open_outputs(output, fmt, sink_opts)
     opts = {"workers": workers, "snaplen": snaplen, "ring_mb": ring_size, "promisc": not no_promisc,
             "bpf": codes, "stats_interval": stats_interval}
     try:
-        res = run_capture(list(ifaces), writer, _record_stage(raw_targets, route_hints, keep_examples,
-                                                              shed_lag or None), opts,
+        res = run_capture(list(ifaces), writer, stage, opts,
                           {"memory_budget": memory_budget << 20, "idle_timeout": idle_timeout,
                            "dedup_window": dedup_window / 1000.0, "tunnel_in_key": tunnel_key,
-                           "vlan_in_key": vlan_key, "enrich": True, "body_cap": body_cap << 10},
+                           "vlan_in_key": vlan_key, "enrich": enrich, "body_cap": body_cap << 10 if enrich else 0},
                           duration=duration, count=count, user=user,
                           ready=lambda: click.echo("sensor: capturing on %s" % ", ".join(ifaces), err=True))
     except (CaptureSetupError, KeyError, PermissionError) as e:

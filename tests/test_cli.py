@@ -63,6 +63,29 @@ def test_no_values_leave_by_default():
     assert b"/api/v1/search?q=shoes&limit=3" in raw
 
 
+def test_no_enrich_writes_the_core_records():
+    """--no-enrich: the same transactions with the same core fields, and
+    nothing enrichment adds; url.path as sent (the documented trade-off)."""
+    def records(*args):
+        r = run("replay", SAMPLE, "--format", "jsonl", *args)
+        assert r.returncode == 0, r.stderr
+        return sorted((json.loads(line) for line in r.stdout.splitlines()), key=lambda x: x["start_ns"])
+    full, core = records(), records("--no-enrich")
+    assert len(core) == len(full) == 12
+    added = ("http.route", "sensor.auth", "sensor.shape.response", "sensor.sensitive", "sensor.route.confidence",
+             "sensor.query", "sensor.shape.request")
+    for c, f in zip(core, full):
+        assert not any(k in c for k in added)
+        assert {k: v for k, v in f.items() if k not in added and k not in ("path", "url.path")} == \
+            {k: v for k, v in c.items() if k not in ("path", "url.path")}
+    assert [x["url.path"] for x in core][:6] == ["/api/v1/users/1", "/api/v1/users/2", "/api/v1/users/2",
+                                                 "/api/v1/users/404", "/api/v1/search",
+                                                 "/api/v1/orders/6f1c2a7e/items"]
+    assert b"shoes" not in run("replay", SAMPLE, "--format", "jsonl", "--no-enrich").stdout   # query values: never
+    r = run("replay", SAMPLE, "--no-enrich", "--keep-examples")
+    assert r.returncode == 2 and b"need enrichment" in r.stderr
+
+
 def test_msgpack_file_output(tmp_path):
     out = tmp_path / "r.msgpack"
     assert run("replay", SAMPLE, "-o", str(out)).returncode == 0

@@ -15,9 +15,7 @@ with its own disk spool. Modules are imported only for the schemes in use.
 """
 import os
 import re
-import tempfile
 import time
-from urllib.parse import urlsplit
 
 # scheme -> (module, class) of its Transport
 TRANSPORTS = {
@@ -54,6 +52,7 @@ def parse_output(value, fmt="msgpack"):
             return "file", path, pfmt or fmt
     if "://" not in value:
         return "file", value, fmt
+    from urllib.parse import urlsplit       # network outputs only: spared at every start
     url = urlsplit(value)
     if url.scheme not in TRANSPORTS:
         raise OutputError("unknown output scheme %r in %s (known: file:, jsonl:, %s)" % (
@@ -85,6 +84,7 @@ def transport_class(scheme):
 def spool_path(spool_dir, url):
     """Each output spools in its own directory, named after its URL, so the
     next start with the same -o finds what is left."""
+    import tempfile                         # network outputs only, as urlsplit
     base = spool_dir or os.path.join(tempfile.gettempdir(), "sensor-spool-%d" % os.getuid())
     name = re.sub(r"[^A-Za-z0-9._-]+", "_", "%s_%s%s" % (url.scheme, url.netloc, url.path)).strip("_")
     return os.path.join(base, name)
