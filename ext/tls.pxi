@@ -11,7 +11,10 @@
 # bounded HTTP/1 buffer (unused on a TLS connection) until the direction's
 # cleartext handshake ends, and parsed as messages become whole.
 
-from hashlib import md5 as _md5
+try:
+    from _md5 import md5 as _md5    # the builtin, as engine.pxi's sha1: hashlib costs start-up time
+except ImportError:
+    from hashlib import md5 as _md5
 
 cdef enum:
     TLS_MAX_HELLO = 32768           # bytes collected before giving up on a handshake
