@@ -1,13 +1,19 @@
 """Command line: `sensor replay` (capture files), `sensor capture` (live) and
 `sensor collect` (a reference receiver for the network outputs)."""
 import functools
+import gc
 import os
 import signal
 import sys
 
-import click
+# Start-up (click, the sensor's modules) makes some 100k objects and no
+# garbage: collecting while importing, and again over all of them at exit,
+# costs a replay ~5 ms. main() freezes them out of the collector's sight.
+gc.disable()
 
-from . import __version__
+import click  # noqa: E402
+
+from . import __version__  # noqa: E402
 
 
 def _human(n):
@@ -169,6 +175,8 @@ def main():
     HTTP/2, gRPC; one per TLS connection), from capture files or live
     interfaces. Records carry names, types and sizes, never header, query or
     body values."""
+    gc.freeze()
+    gc.enable()
 
 
 @main.command()
