@@ -563,7 +563,7 @@ cdef void h1_head_done(Engine eng, Flow* f, int d, const uint8_t* b, uint32_t n,
     else:
         t = txn_new(eng, f)
         t.flags |= TF_NO_REQUEST
-    t.status = hi.status
+    t.status = STATUS_CODES[hi.status]
     t.resp_version = cached_str(hi.version + 5, 3, False)
     t.resp_content_type = opt_str(hi.ctype, hi.ctype_len)
     t.resp_content_encoding = opt_str(hi.cenc, hi.cenc_len)

@@ -428,7 +428,8 @@ cdef void h2_response_fields(Engine eng, Txn t, H2Stream* st, list fields, int64
         return
     if not is_number(status) or len(status) != 3:
         return
-    code = int(status)
+    code = STATUS_CODES[(<int>PyUnicode_READ_CHAR(status, 0) - 48) * 100
+                        + (<int>PyUnicode_READ_CHAR(status, 1) - 48) * 10 + <int>PyUnicode_READ_CHAR(status, 2) - 48]
     if code < 200:
         if t.interim is None:
             t.interim = []

@@ -8,7 +8,7 @@
 # Privacy lives here too: the request-target is split into path and query
 # parameter *names*; its raw form is written only when raw_targets is set.
 
-from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_DATA, PyUnicode_GET_LENGTH
 from cpython.bytes cimport PyBytes_FromStringAndSize
 
 cdef struct WBuf:
@@ -89,6 +89,9 @@ cdef inline int wb_key(WBuf* b, const char* s, size_t n) except -1:
     b.n += n
     return 0
 
+cdef extern from "Python.h":
+    bint PyUnicode_IS_COMPACT_ASCII(object o)
+
 cdef int wb_pystr(WBuf* b, object s) except -1:
     cdef Py_ssize_t n
     cdef const char* u
@@ -96,6 +99,8 @@ cdef int wb_pystr(WBuf* b, object s) except -1:
         wb_reserve(b, 1)
         wb_byte(b, 0xC0)
         return 0
+    if PyUnicode_IS_COMPACT_ASCII(s):   # nearly all: its bytes are its UTF-8, read in place
+        return wb_str(b, <const char*>PyUnicode_DATA(s), PyUnicode_GET_LENGTH(s))
     u = PyUnicode_AsUTF8AndSize(s, &n)
     return wb_str(b, u, n)
 

@@ -34,6 +34,10 @@ FLAG_NAMES = ("no_request", "no_response", "request_gap", "response_gap",
               "body_undecodable", "body_not_shaped")
 
 
+# Status codes as the int objects a Txn holds: made once, not one per response
+# (CPython keeps only -5..256 ready-made).
+cdef tuple STATUS_CODES = tuple(range(1000))
+
 cdef list flag_names(uint32_t flags):
     if not flags:
         return []
