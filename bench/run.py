@@ -256,39 +256,48 @@ Printed by `bench/sinks.py` (run.py keeps this section as it is).
   step. Not `h2.H2Connection`: it is an endpoint, so fed one side's bytes it
   enforces a flow-control window that is not its own or rejects responses on
   streams it never opened (comment in `Http2`).
-- **sensor**: `sensor replay CAPTURE -o OUT.msgpack`; its records are counted
-  with `msgpack.Unpacker`. run.py runs the console script itself (a pyenv
+- **sensor**: `sensor replay CAPTURE -o OUT.msgpack` (and the variants of the
+  table); its records are counted with `msgpack.Unpacker`. run.py runs the console script itself (a pyenv
   shim in front of it is resolved first: it costs some 50 ms a run that the
   Python baselines do not pay).
-- **engine only** (`bench/engine_only.py`): the same engine and record
-  encoder with no enrichment at all, core records (unmasked `url.path`, so
-  not a user command). It tells what the architecture costs before payload
-  intelligence.
+- **core records**: `sensor replay CAPTURE --no-enrich -o OUT.msgpack`, the
+  records of the core engine alone (what issues 2 and 3 specify: endpoint as
+  sent, method, status, timing, sizes, header names, content types, gRPC,
+  completeness), no routes, auth or payload shape. The same engine runs
+  under the enriched rows.
 
-## The throughput target with enrichment on
+## Where a core replay's time goes, and the 30x target
 
-At 30x the dpkt+h2 pipeline the whole replay has 0.24 to 0.26 s (the
-pipeline took 7.1 to 7.9 s in the runs measured for this page). The
-throughput table splits where the sensor's time goes, each figure the best
-of 5 in one run. When the page was last written (2026-12-04):
+At 30x the dpkt+h2 pipeline a replay of this capture has 0.24 to 0.26 s (the
+pipeline's best run took 7.2 to 7.9 s in the runs made for this page, on
+the same machine on the same day). When the page was last written
+(2026-12-04), `sensor replay --no-enrich` took 0.269 to 0.274 s, best of 5
+or 7: 26.4x to 29.3x the dpkt+h2 pipeline depending on that pipeline's run,
+5.2x to 6.0x the C walk. Of those 0.27 s:
 
-- the engine and record encoder alone (decode, reassembly, HTTP/1, HTTP/2,
-  HPACK, records written) took 0.26 s: 27.5x the dpkt+h2 pipeline and 5.5x
-  the C walk; of that, reading the file is about 0.05 s (the C walk) and the
-  interpreter's start-up a few tens of milliseconds (an empty replay with
-  all of `sensor replay`'s imports: 64 ms, Where the time goes);
-- enrichment without bodies (routes, query, header, cookie and auth
-  findings) added 5.8 us a transaction, 0.37 s;
-- reading bodies (inflating, JSON walked and every value classed: 20,776
-  distinct bodies, 67 MB decoded) added 17.4 us a transaction, 1.11 s.
+- start-up, 46 ms: the interpreter (8 ms), click (18 ms), the sensor's
+  modules; an empty replay, measured with `perf stat -r 10`;
+- reading the file, about 0.05 s (the C walk, which only reads);
+- writing the records, 56 MB of msgpack for 64,124 transactions, about
+  35 ms in the kernel;
+- the rest is decoding, reassembly, HTTP/1, HTTP/2 and HPACK, and one Python
+  object per transaction (the design's one touch of Python per
+  transaction) encoded to msgpack in C: no single function above 7 % of the
+  profile.
 
-So with enrichment on for JSON bodies, as issue 5 asks, the target sits at
-or below what the engine alone costs: no speed-up of enrichment reaches it.
-Getting there would take records without payload intelligence, or reading
-only a sample of bodies (per endpoint, as some discovery tools do) together
-with an enrichment moved out of Python; both trade what the records say for
-speed, and are the team's call. Live capture already sheds body shaping
-when it falls behind (`--shed-lag`, docs/deployment.md).
+This session took the replay from 0.29 to 0.27 s (the file is mapped instead
+of copied, start-up imports only what the run uses, the collector stays out
+of start-up, status codes and names are not re-allocated); the run-to-run
+spread of this machine (5 to 10 %) is as large as the distance left.
+
+Enrichment adds 5.4 us a transaction without bodies (routes, query, header,
+cookie and auth findings) and 18.4 us with them (20,776 distinct JSON bodies,
+67 MB decoded, every value classed): with enrichment on, as issue 5 asks, the
+target is below what the core engine alone costs. Getting there would take
+reading only a sample of bodies (per endpoint, as some discovery tools do)
+with enrichment moved out of Python, a trade of what the records say for
+speed that is the team's call. Live capture already sheds body shaping when
+it falls behind (`--shed-lag`, docs/deployment.md).
 """
 
 
