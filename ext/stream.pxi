@@ -66,6 +66,8 @@ cdef void app_detect(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n):
         f.app = APP_TLS
         if f.client < 0:
             f.client = d if p[5] == 1 else 1 - d
+    elif tls_may_be_hello(p, n):
+        f.app = APP_TLS                 # tls_data tells once six bytes are in
     elif not f.syn_seen and sniff_start(p, n) == SL_NONE and h2_chain(p, n):
         h2_start(eng, f, True)          # joined an HTTP/2 connection mid-stream
     else:

@@ -45,6 +45,10 @@ cdef inline bint tls_looks_like_hello(const uint8_t* p, uint32_t n) noexcept nog
     # handshake record, TLS 1.x record version, then ClientHello/ServerHello
     return n >= 6 and p[0] == 0x16 and p[1] == 3 and p[2] <= 4 and (p[5] == 1 or p[5] == 2)
 
+cdef inline bint tls_may_be_hello(const uint8_t* p, uint32_t n) noexcept nogil:
+    # fewer than the six bytes that tell a hello, none against one (no HTTP starts with 0x16)
+    return n < 6 and p[0] == 0x16 and (n < 2 or p[1] == 3) and (n < 3 or p[2] <= 4)
+
 cdef str tls_version_name(int v):
     if v == 0x0304:
         return "1.3"
@@ -209,6 +213,13 @@ cdef void tls_data(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n, int
     if h.len + n > TLS_MAX_HELLO or not h1_buf_append(h, p, n, eng) or h.buf[0] != 0x16:
         tls_give_up(eng, f, d)
         return
+    if h.len < 6:                       # the first bytes came short of telling a hello (app_detect)
+        return
+    if f.client < 0:                    # ... and no handshake said which side is the client
+        if not tls_looks_like_hello(h.buf, h.len):
+            tls_give_up(eng, f, d)
+            return
+        f.client = d if h.buf[5] == 1 else 1 - d
     records = tls_records_whole(h.buf, h.len)
     if records < 0:
         return

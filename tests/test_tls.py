@@ -129,10 +129,12 @@ def _record(kind, payload):
     return bytes([kind, 3, 3]) + len(payload).to_bytes(2, "big") + payload
 
 
-def test_handshake_dribbled_a_byte_a_segment(tmp_path):
+@pytest.mark.parametrize("midstream", [False, True], ids=["handshake", "midstream"])
+def test_handshake_dribbled_a_byte_a_segment(tmp_path, midstream):
     """A TLS 1.2 handshake with a client certificate, the ClientHello sent a
-    byte a segment after its first six and the server's flight in records of
-    its own: read whole, as it grows."""
+    byte a segment from its first byte on and the server's flight in records
+    of its own: read whole, as it grows; without the TCP handshake too, the
+    hello telling which side is the client."""
     from pcapgen import Conv
 
     name = b"dribble.example.test"
@@ -146,14 +148,16 @@ def test_handshake_dribbled_a_byte_a_segment(tmp_path):
         _hs(14, b"")))                      # ServerHelloDone
     client = _record(22, _hs(11, b"\0\0\4\0\0\1y") + _hs(16, b"\0\2ab")) + _record(20, b"\1")
     c = Conv(server=("10.0.0.2", 443))
-    c.handshake()
-    c.send_client(_record(22, hello), seg=[6] + [1] * 200)     # (6 bytes tell a hello)
+    if not midstream:
+        c.handshake()
+    c.send_client(_record(22, hello), seg=[1] * 300)           # (6 bytes tell a hello)
     c.send_server(server)
     c.send_client(client)
     c.fin()
     c.write(tmp_path / "dribble.pcap")
     (rec,) = records(tmp_path / "dribble.pcap")
     assert rec["tls.client.server_name"] == "dribble.example.test" and rec["tls.protocol.version"] == "1.2"
+    assert rec["client.address"] == "10.0.0.1" and rec["server.port"] == 443
     assert rec["sensor.tls.client_auth"] == "certificate" and rec["sensor.auth"] == {"scheme": "mtls"}
 
 
