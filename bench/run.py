@@ -76,6 +76,11 @@ def measure(cmd, cpu):
     Peak RSS comes from GNU time rather than our own wait4(): a child forked from this
     Python process inherits its ~20 MB high-water mark, one forked from `time` does not.
     """
+    output = cmd[cmd.index("-o") + 1] if "-o" in cmd else None
+    if output and os.path.isfile(output):
+        # each run writes a new file: truncating the last run's output (56 MB for
+        # the sensor's records) costs ext4 some 15 ms that no first run pays
+        os.unlink(output)
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, \
             tempfile.NamedTemporaryFile("r") as rss:
         b0, t0 = busy_elsewhere(cpu), time.perf_counter()
