@@ -299,8 +299,11 @@ cdef class CaptureReader:
         """Fill pkt with the next packet: 1, or 0 at end of input (see .truncated)."""
         cdef int got = self._next_ng(pkt) if self.ng else self._next_pcap(pkt)
         if got and self.mapped >= 0:
-            # past the new end a page is gone (sigbus.h); the rest of the last page reads zeros
-            if sb_lost(self.mapped, pkt.data + pkt.caplen - 1) or pkt.caplen == 0 and self._shrunk():
+            # past the new end a page is gone (sigbus.h); the rest of the last page reads
+            # zeros. Checked from the record's first byte: loading its last one first
+            # cost a cache miss a packet, and a file cut inside a packet then shows
+            # at the next one, that packet's tail read as zeros.
+            if sb_lost(self.mapped, pkt.data) or pkt.caplen == 0 and self._shrunk():
                 return self._stop("file shrank while being read")
         if self.pos + PREFETCH_AHEAD < self.end:
             __builtin_prefetch(self.buf + self.pos + PREFETCH_AHEAD)
