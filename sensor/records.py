@@ -7,8 +7,6 @@ where one exists. No value of a query parameter, a header field (beyond Host,
 Content-Type, Content-Encoding and User-Agent) or a body appears; the raw
 request-target only with the explicit raw_targets opt-in.
 """
-import msgpack
-
 from ._core import FLAG_NAMES, RecordEncoder  # noqa: F401  (FLAG_NAMES: the completeness flags)
 
 SCHEMA_VERSION = 1
@@ -43,6 +41,7 @@ class RecordStage:
 
 def http_record(txn, raw_targets=False):
     """The record of one transaction as a dict (tests, enrichment)."""
+    import msgpack                          # here: a replay never needs it
     return msgpack.unpackb(RecordEncoder(raw_targets).encode([txn]))
 
 

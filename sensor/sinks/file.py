@@ -7,12 +7,9 @@ time before the extension (records-20240101T120000.000000Z.msgpack), so a
 reader that picks up finished files never sees one half written. Rotation
 happens between batches of records: every record is in exactly one file.
 """
-import json
 import os
 import sys
 import time
-
-import msgpack
 
 from ..records import scorer_view
 
@@ -102,6 +99,8 @@ class FileWriter:
 def jsonl(data):
     """msgpack records as JSON Lines; http records lead with the plain keys
     humans and scorers read (method, path, status, host)."""
+    import json                             # JSON Lines only: spared at every start
+    import msgpack
     lines = []
     u = msgpack.Unpacker(raw=False)
     u.feed(data)
