@@ -273,32 +273,31 @@ Printed by `bench/sinks.py` (run.py keeps this section as it is).
 
 ## Where a core replay's time goes, and the 30x target
 
-At 30x the dpkt+h2 pipeline a replay of this capture has 0.24 to 0.26 s (the
-pipeline's best run took 7.2 to 7.9 s in the runs made for this page, on
-the same machine on the same day). When the page was last written
-(2026-12-04), `sensor replay --no-enrich` took 0.269 to 0.274 s, best of 5
-or 7: 26.4x to 29.3x the dpkt+h2 pipeline depending on that pipeline's run,
-5.2x to 6.0x the C walk. Of those 0.27 s:
+At 30x the dpkt+h2 pipeline a replay of this capture has a thirtieth of that
+pipeline's best run. When the page was last written (2026-12-04), three
+full runs of the final code gave `sensor replay --no-enrich` 0.259 to 0.268 s
+(best of 7) against the pipeline's 8.02 to 8.17 s: **30.5x to 31.0x**, and
+5.2x to 5.6x the C walk. The same machine ran the pipeline in 7.2 to 7.9 s
+earlier that day; against those runs the same replay would be 27.5x to
+30.5x: the target holds with little to spare, and this machine's run-to-run
+spread (5 to 10 %) is as large as the margin. Of the core replay's 0.26 s:
 
-- start-up, 46 ms: the interpreter (8 ms), click (18 ms), the sensor's
-  modules; an empty replay, measured with `perf stat -r 10`;
-- reading the file, about 0.05 s (the C walk, which only reads);
+- start-up, about 40 ms: the interpreter (8 ms), click (18 ms), the
+  sensor's modules; an empty replay, measured with `perf stat -r 10`;
+- reading the file: the C walk takes 0.05 s to read it; the sensor maps it
+  in 16 MiB windows instead of copying it, and asks 8 KiB ahead into the
+  cache;
 - writing the records, 56 MB of msgpack for 64,124 transactions, about
   35 ms in the kernel;
 - the rest is decoding, reassembly, HTTP/1, HTTP/2 and HPACK, and one Python
   object per transaction (the design's one touch of Python per
-  transaction) encoded to msgpack in C: no single function above 7 % of the
+  transaction) encoded to msgpack in C: no single function above 8 % of the
   profile.
 
-This session took the replay from 0.29 to 0.27 s (the file is mapped instead
-of copied, start-up imports only what the run uses, the collector stays out
-of start-up, status codes and names are not re-allocated); the run-to-run
-spread of this machine (5 to 10 %) is as large as the distance left.
-
-Enrichment adds 5.4 us a transaction without bodies (routes, query, header,
-cookie and auth findings) and 18.4 us with them (20,776 distinct JSON bodies,
+Enrichment adds 5.7 us a transaction without bodies (routes, query, header,
+cookie and auth findings) and about 20 us with them (20,776 distinct JSON bodies,
 67 MB decoded, every value classed): with enrichment on, as issue 5 asks, the
-target is below what the core engine alone costs. Getting there would take
+target leaves it nothing, the core engine alone using all of it. Getting there would take
 reading only a sample of bodies (per endpoint, as some discovery tools do)
 with enrichment moved out of Python, a trade of what the records say for
 speed that is the team's call. Live capture already sheds body shaping when
