@@ -164,8 +164,9 @@ def test_shedding_only_when_behind(net):
         assert ("%d not shaped while behind" % (6 - shaped) in err) == (shaped < 6)
 
 
-def test_workers_see_every_transaction_once(net):
-    s = Sensor("-i", HOST_IF, "--workers", "2")
+@pytest.mark.parametrize("enrich", ["--enrich", "--no-enrich"])
+def test_workers_see_every_transaction_once(net, enrich):
+    s = Sensor("-i", HOST_IF, "--workers", "2", enrich)
     # 20 clients at once, each with 3 requests on its own connection
     procs = [subprocess.Popen(["ip", "netns", "exec", NS, "curl", "-s", "--max-time", "20",
                                *sum((["-o", "/dev/null", "http://10.61.0.1:18181/c/%d/%d" % (c, k)] for k in range(3)),
@@ -176,6 +177,7 @@ def test_workers_see_every_transaction_once(net):
     paths = [r["path"] for r in recs]
     assert sorted(paths) == sorted("/c/%d/%d" % (c, k) for c in range(20) for k in range(3))
     assert "2 workers" in err
+    assert all(("http.route" in r) == (enrich == "--enrich") for r in recs)     # core records: no routes
 
 
 TUNNELS = {
