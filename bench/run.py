@@ -274,13 +274,14 @@ Printed by `bench/sinks.py` (run.py keeps this section as it is).
 ## Where a core replay's time goes, and the 30x target
 
 At 30x the dpkt+h2 pipeline a replay of this capture has a thirtieth of that
-pipeline's best run. When the page was last written (2026-12-04), three
-full runs of the final code gave `sensor replay --no-enrich` 0.259 to 0.268 s
-(best of 7) against the pipeline's 8.02 to 8.17 s: **30.5x to 31.0x**, and
-5.2x to 5.6x the C walk. The same machine ran the pipeline in 7.2 to 7.9 s
-earlier that day; against those runs the same replay would be 27.5x to
-30.5x: the target holds with little to spare, and this machine's run-to-run
-spread (5 to 10 %) is as large as the margin. Of the core replay's 0.26 s:
+pipeline's best run. When the page was last written (2026-12-04), the last
+four full runs (the table above is the last) gave `sensor replay
+--no-enrich` 0.245 to 0.268 s (best of 7) against the pipeline's 7.94 to
+8.17 s: **30.5x to 32.4x**, and 5.2x to 5.6x the C walk. The same machine
+ran the pipeline in 7.2 to 7.9 s earlier that day; against those runs a
+0.245 s replay would be 29.4x to 32x: the target holds with little to
+spare, and this machine's run-to-run spread (5 to 10 %) is about the size
+of the margin. Of the core replay's quarter of a second:
 
 - start-up, about 40 ms: the interpreter (8 ms), click (18 ms), the
   sensor's modules; an empty replay, measured with `perf stat -r 10`;
@@ -294,8 +295,8 @@ spread (5 to 10 %) is as large as the margin. Of the core replay's 0.26 s:
   transaction) encoded to msgpack in C: no single function above 8 % of the
   profile.
 
-Enrichment adds 5.7 us a transaction without bodies (routes, query, header,
-cookie and auth findings) and about 20 us with them (20,776 distinct JSON bodies,
+Enrichment adds 5.2 to 5.7 us a transaction without bodies (routes, query,
+header, cookie and auth findings) and 17 to 20 us with them (20,776 distinct JSON bodies,
 67 MB decoded, every value classed): with enrichment on, as issue 5 asks, the
 target leaves it nothing, the core engine alone using all of it. Getting there would take
 reading only a sample of bodies (per endpoint, as some discovery tools do)
