@@ -275,7 +275,7 @@ Printed by `bench/sinks.py` (run.py keeps this section as it is).
 
 At 30x the dpkt+h2 pipeline a replay of this capture has a thirtieth of that
 pipeline's best run. When the page was last written (2026-12-04), the last
-four full runs (the table above is the last) gave `sensor replay
+five full runs (the table above is the last) gave `sensor replay
 --no-enrich` 0.245 to 0.268 s (best of 7) against the pipeline's 7.94 to
 8.17 s: **30.5x to 32.4x**, and 5.2x to 5.6x the C walk. The same machine
 ran the pipeline in 7.2 to 7.9 s earlier that day; against those runs a
