@@ -92,7 +92,7 @@ cdef Py_ssize_t _CACHED_LEAF_MAX = 64       # longer values are not kept
 
 cdef void leaf_entry() except *:
     """Counts one more entry (a value, or a name's table), emptying the cache
-    when full: a table that was in use stays with its node until the walk ends."""
+    when full."""
     global _leaf_count
     if _leaf_count >= _LEAF_CACHE_MAX:
         _leaf_cache.clear()
@@ -375,7 +375,6 @@ cdef class ShapeCollector:
     cdef bint broken                # it was cut short or broke off
     cdef Nodes tree
     cdef Py_ssize_t max_nodes
-    cdef list leaves                # per node: leaf_table
     cdef Member* members            # the members of the objects being read, innermost last
     cdef Py_ssize_t n_members, max_members
 
@@ -470,7 +469,6 @@ cdef class ShapeCollector:
         self.broken = False
         self.n_members = 0
         nodes_clear(&self.tree)
-        self.leaves = []
         interned_bound()
         self.node(-1, NULL, _ROOT, path, name)
         i = self.root = self.space(0)
@@ -524,7 +522,6 @@ cdef class ShapeCollector:
         cdef Node* nd = nodes_add(&self.tree, parent, key, size, h)
         cdef Node* known = &_interned.nodes[interned]
         nd.interned, nd.value_key, nd.typed, nd.plain = interned, known.value_key, known.typed, known.plain
-        self.leaves.append(None)
         return n
 
     cdef inline str path(self, int32_t node):
@@ -539,16 +536,8 @@ cdef class ShapeCollector:
     cdef int leaf(self, int32_t node, str text, bint string) except -1:
         """Classes of a leaf value (or a map's key) at `node`; a string's type
         and, when kept, its example too."""
-        return self.met(node, self.info_of(node, text), text, string)
-
-    cdef tuple info_of(self, int32_t node, str text):
-        """leaf_info of a leaf at `node`, its name's table kept by the node."""
-        table = <object>PyList_GET_ITEM(self.leaves, node)
         name = self.name(node)
-        if table is None:
-            table = leaf_table(name)
-            self.leaves[node] = table
-        return leaf_info(<dict>table, text, name)
+        return self.met(node, leaf_info(leaf_table(name), text, name), text, string)
 
     cdef int met(self, int32_t node, tuple info, str text, bint string) except -1:
         """What a leaf with `info` adds at `node`: a string's type, its classes, its example."""

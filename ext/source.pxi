@@ -16,6 +16,7 @@ from libc.stdlib cimport free, realloc
 from libc.string cimport memmove
 from posix.mman cimport mmap, munmap, madvise, PROT_READ, MAP_PRIVATE, MAP_POPULATE, MAP_FAILED, MADV_SEQUENTIAL
 from posix.stat cimport S_ISREG
+from posix.unistd cimport sysconf, _SC_PAGESIZE
 
 cdef extern from *:
     void __builtin_prefetch(const void* p) nogil
@@ -24,6 +25,8 @@ cdef extern from "sigbus.h" nogil:
     int sb_watch(const void* lo, size_t n)
     void sb_unwatch(int slot)
     int sb_lost(int slot, const uint8_t* last)
+
+cdef uint64_t PAGE = sysconf(_SC_PAGESIZE)    # a mapping starts at a multiple of it
 
 cdef struct RawPacket:
     const uint8_t* data     # captured bytes; valid until the next call to next()
@@ -184,7 +187,7 @@ cdef class CaptureReader:
 
     cdef int _remap(self, size_t n) except -1:
         """The mapped window moved to start at the page of buf+pos, n bytes at least."""
-        cdef uint64_t off = self.base + self.pos, at = off & ~<uint64_t>4095
+        cdef uint64_t off = self.base + self.pos, at = off - off % PAGE
         cdef size_t length = max(<size_t>MAP_WINDOW, off - at + n)
         cdef void* m
         if length > self.file_size - at:

@@ -62,12 +62,8 @@ cdef void app_detect(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n):
         f.h2.dir[d].synced = 1
         f.h2.dir[1 - d].synced = f.syn_seen
         f.h2.dir[1 - d].preface = H2_PREFACE_LEN     # skipped if it comes (checked)
-    elif tls_looks_like_hello(p, n):
-        f.app = APP_TLS
-        if f.client < 0:
-            f.client = d if p[5] == 1 else 1 - d
-    elif tls_may_be_hello(p, n):
-        f.app = APP_TLS                 # tls_data tells once six bytes are in
+    elif tls_hello_start(p, n):
+        f.app = APP_TLS                 # tls_data reads the hello, as soon as six bytes are in
     elif not f.syn_seen and sniff_start(p, n) == SL_NONE and h2_chain(p, n):
         h2_start(eng, f, True)          # joined an HTTP/2 connection mid-stream
     else:

@@ -41,13 +41,11 @@ cdef class TlsInfo:
         return flag_names(self.flags)
 
 
-cdef inline bint tls_looks_like_hello(const uint8_t* p, uint32_t n) noexcept nogil:
-    # handshake record, TLS 1.x record version, then ClientHello/ServerHello
-    return n >= 6 and p[0] == 0x16 and p[1] == 3 and p[2] <= 4 and (p[5] == 1 or p[5] == 2)
-
-cdef inline bint tls_may_be_hello(const uint8_t* p, uint32_t n) noexcept nogil:
-    # fewer than the six bytes that tell a hello, none against one (no HTTP starts with 0x16)
-    return n < 6 and p[0] == 0x16 and (n < 2 or p[1] == 3) and (n < 3 or p[2] <= 4)
+cdef inline bint tls_hello_start(const uint8_t* p, uint32_t n) noexcept nogil:
+    # what there is of the six bytes that tell a hello is one's: handshake record,
+    # TLS 1.x record version, then ClientHello/ServerHello (no HTTP starts with 0x16)
+    return (n > 0 and p[0] == 0x16 and (n < 2 or p[1] == 3) and (n < 3 or p[2] <= 4)
+            and (n < 6 or p[5] == 1 or p[5] == 2))
 
 cdef str tls_version_name(int v):
     if v == 0x0304:
@@ -213,10 +211,10 @@ cdef void tls_data(Engine eng, Flow* f, int d, const uint8_t* p, uint32_t n, int
     if h.len + n > TLS_MAX_HELLO or not h1_buf_append(h, p, n, eng) or h.buf[0] != 0x16:
         tls_give_up(eng, f, d)
         return
-    if h.len < 6:                       # the first bytes came short of telling a hello (app_detect)
+    if h.len < 6:                       # too few bytes yet to tell a hello (app_detect)
         return
-    if f.client < 0:                    # ... and no handshake said which side is the client
-        if not tls_looks_like_hello(h.buf, h.len):
+    if f.client < 0:                    # no TCP handshake said which side is the client: the hello does
+        if not tls_hello_start(h.buf, h.len):
             tls_give_up(eng, f, d)
             return
         f.client = d if h.buf[5] == 1 else 1 - d

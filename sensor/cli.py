@@ -226,7 +226,7 @@ def replay(files, output, fmt, raw_targets, memory_budget, idle_timeout, dedup_w
                          memory_budget=memory_budget << 20, idle_timeout=idle_timeout,
                          h2_max_streams=h2_max_streams, h2_max_header_block=h2_max_header_block,
                          dedup_window=dedup_window / 1000.0, tunnel_in_key=tunnel_key, vlan_in_key=vlan_key,
-                         enrich=enrich, body_cap=body_cap << 10 if enrich else 0)
+                         enrich=enrich, body_cap=body_cap << 10)
     except ValueError as e:                 # sensor.bpf.BpfError included
         raise click.ClickException(str(e))
     finally:
@@ -309,7 +309,7 @@ def capture(ifaces, bpf, workers, output, fmt, raw_targets, snaplen, ring_size, 
         res = run_capture(list(ifaces), writer, stage, opts,
                           {"memory_budget": memory_budget << 20, "idle_timeout": idle_timeout,
                            "dedup_window": dedup_window / 1000.0, "tunnel_in_key": tunnel_key,
-                           "vlan_in_key": vlan_key, "enrich": enrich, "body_cap": body_cap << 10 if enrich else 0},
+                           "vlan_in_key": vlan_key, "enrich": enrich, "body_cap": body_cap << 10},
                           duration=duration, count=count, user=user,
                           ready=lambda: click.echo("sensor: capturing on %s" % ", ".join(ifaces), err=True))
     except (CaptureSetupError, KeyError, PermissionError) as e:

@@ -40,7 +40,7 @@ class RecordStage:
 
 
 def http_record(txn, raw_targets=False):
-    """The record of one transaction as a dict (tests, enrichment)."""
+    """The record of one transaction as a dict (tests)."""
     import msgpack                          # here: a replay never needs it
     return msgpack.unpackb(RecordEncoder(raw_targets).encode([txn]))
 

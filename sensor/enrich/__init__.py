@@ -128,7 +128,7 @@ class Enricher:
         self.shape_bytes = 0        # the bytes of the bodies in self.shapes
         self.shed_ns = None if shed_lag is None else int(shed_lag * 1e9)    # live capture only
         self.shedding = False
-        self.shaped_endpoints = set()   # (host, method, route, side, content type) shaped while shedding
+        self.shaped_endpoints = {}      # (host, method, route, side, content type) shaped while shedding
         self.shape_keys = {}            # response key-path set -> itself (shape_key)
         self.counters = {"bodies_shaped": 0, "bodies_undecodable": 0, "decompression_limits": 0,
                          "shape_cache_hits": 0, "bodies_shed": 0,
@@ -200,9 +200,7 @@ class Enricher:
             t.flags |= _FLAG["body_not_shaped"]
             self.counters["bodies_shed"] += 1
             return True
-        if len(self.shaped_endpoints) >= _SHED_ENDPOINTS_MAX:
-            self.shaped_endpoints.clear()
-        self.shaped_endpoints.add(key)
+        remember(self.shaped_endpoints, key, True, _SHED_ENDPOINTS_MAX)
         return False
 
     # -- per transaction

@@ -13,6 +13,11 @@ import time
 
 from ..records import scorer_view
 
+# A batch of records (hundreds of KiB) is bigger than the buffer, so it goes to
+# the file as it is instead of being copied into the buffer first; stats
+# records and small live batches are still gathered.
+_BUFFER = 1 << 16
+
 
 class FileWriter:
     takes_records = False       # Outputs hands it the encoded bytes, to write_encoded()
@@ -29,13 +34,11 @@ class FileWriter:
             # sys.stdout.buffer is a raw FileIO, whose write() into a full pipe
             # returns short when a signal arrives, and the rest would be lost
             sys.stdout.flush()
-            self._fh = open(os.dup(sys.stdout.fileno()), "wb", buffering=1 << 16)
+            self._fh = open(os.dup(sys.stdout.fileno()), "wb", buffering=_BUFFER)
         elif self._rotating:
             self._open_part()
         else:
-            # a batch of records (hundreds of KiB) is bigger than the buffer, so it
-            # goes to the file as it is instead of being copied into the buffer first
-            self._fh = open(path, "wb", buffering=1 << 16)
+            self._fh = open(path, "wb", buffering=_BUFFER)
 
     def write_encoded(self, data, n):
         """Writes n records already encoded as msgpack (e.g. by a capture worker)."""
@@ -56,7 +59,7 @@ class FileWriter:
         self._part_started = time.time()
         self._part_until = time.monotonic() + self._rotate_seconds
         self._part_bytes = 0
-        self._fh = open(self._path + ".part", "wb", buffering=1 << 16)
+        self._fh = open(self._path + ".part", "wb", buffering=_BUFFER)
 
     def _finish_part(self):
         """Closes the part being written and gives it its final name (an empty part is removed)."""
@@ -84,7 +87,7 @@ class FileWriter:
             self._open_part()
         else:
             self._fh.close()
-            self._fh = open(self._path, "ab", buffering=1 << 16)
+            self._fh = open(self._path, "ab", buffering=_BUFFER)
 
     def flush(self):
         self._fh.flush()
